@@ -1,0 +1,13 @@
+"""Backends: where arrays live and which code runs the hot kernels (``backprop.backends``)."""
+
+from backprop.backends.base import Backend
+from backprop.backends.registry import (
+    BackendUnavailableError,
+    available_backends,
+    get_backend,
+    manual_seed,
+    use_backend,
+)
+
+__all__ = ["Backend", "BackendUnavailableError", "available_backends", "get_backend", "manual_seed",
+           "use_backend"]

@@ -1,0 +1,158 @@
+"""The Backend interface: array creation, randomness and every hot kernel, written against ``self.xp``.
+
+A backend is an array module plus a default float dtype. This base class is complete on its own: with
+``xp = numpy`` it is the NumPy reference backend, and faster backends subclass it and override only the
+kernels they speed up (the Thinc pattern), so every override has a reference to be tested against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from backprop.kernels import reference as ref
+
+Pair = tuple[int, int]
+DTypeLike = Any
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_dtype(dtype: DTypeLike) -> np.dtype:
+    """Normalize a dtype request; only float32 and float64 are supported."""
+    dt = np.dtype(dtype)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"unsupported dtype {dt}: backprop computes in float32 (default) or float64")
+    return dt
+
+
+class Backend:
+    """Arrays, a seeded generator and the hot kernels of one device, in one float dtype.
+
+    Instances come from :func:`backprop.backends.get_backend`; ``dtype`` is the dtype new parameters and
+    converted data get (float32 unless float64 is asked for). Kernels keep the dtype of their inputs.
+    """
+
+    name: str = "base"
+    xp: Any = np
+
+    def __init__(self, dtype: DTypeLike = np.float32, seed: int | None = None) -> None:
+        self.dtype = as_float_dtype(dtype)
+        self.seed(seed)
+
+    def __deepcopy__(self, memo: dict) -> Backend:
+        return self  # one instance per (name, dtype): copies of a model share it
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.dtype.name}>"
+
+    # -- arrays ---------------------------------------------------------------------------------
+    def is_array(self, a: Any) -> bool:
+        """True when ``a`` is an array that lives on this backend's device."""
+        return isinstance(a, self.xp.ndarray)
+
+    def asarray(self, a: Any, dtype: DTypeLike | None = None) -> Any:
+        """Put ``a`` on this backend. Floating data get ``dtype`` (default: the backend's dtype)."""
+        if hasattr(a, "__cuda_array_interface__") and self.xp is np:
+            a = a.get()  # a CuPy array coming back to the host
+        if dtype is None:
+            kind = np.dtype(a.dtype).kind if hasattr(a, "dtype") else np.asarray(a).dtype.kind
+            dtype = self.dtype if kind == "f" else None
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        """A host NumPy copy (or view, on the CPU) of a backend array."""
+        return np.asarray(a)
+
+    def check_array(self, a: Any, what: str, dtype: DTypeLike | None = None) -> None:
+        """Refuse an array of another backend, or of another dtype than ``dtype``, naming the fix."""
+        if not self.is_array(a):
+            kind = f"{type(a).__module__.split('.')[0]}.{type(a).__name__}"
+            raise TypeError(f"{what} is a {kind}, but this runs on the {self.name!r} backend: move it "
+                            f"with backend.asarray(x) (or move the model with model.to(...))")
+        if dtype is not None and a.dtype != dtype:
+            raise TypeError(f"{what} has dtype {a.dtype}, but the parameters are {np.dtype(dtype)}: cast "
+                            f"it with x.astype({np.dtype(dtype).name!r}) or convert the model with "
+                            f"model.to(dtype={a.dtype.name!r})")
+
+    def zeros(self, shape: Any, dtype: DTypeLike | None = None) -> Any:
+        return self.xp.zeros(shape, dtype=self.dtype if dtype is None else dtype)
+
+    def empty(self, shape: Any, dtype: DTypeLike | None = None) -> Any:
+        return self.xp.empty(shape, dtype=self.dtype if dtype is None else dtype)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; a no-op on the CPU. Call it before reading a clock."""
+
+    # -- randomness -----------------------------------------------------------------------------
+    def seed(self, seed: int | None) -> None:
+        """Restart the generator: the same seed gives the same numbers on the same backend."""
+        self.rng = self.xp.random.default_rng(seed)
+
+    def standard_normal(self, shape: Any, dtype: DTypeLike | None = None) -> Any:
+        return self.rng.standard_normal(shape, dtype=self.dtype if dtype is None else dtype)
+
+    def uniform(self, shape: Any, dtype: DTypeLike | None = None) -> Any:
+        """Uniform samples in [0, 1)."""
+        return self.rng.random(shape, dtype=self.dtype if dtype is None else dtype)
+
+    # -- kernels: matrix products and convolution lowering --------------------------------------
+    def matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
+        return self.xp.matmul(a, b, out=out)
+
+    def im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
+        return ref.im2col(self.xp, x, kernel, stride, pad)
+
+    def col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
+        return ref.col2im(self.xp, col, x_shape, kernel, stride, pad)
+
+    def maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
+        return ref.maxpool2d(self.xp, x, kernel, stride, pad)
+
+    def maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
+                           stride: Pair, pad: Pair) -> Any:
+        return ref.maxpool2d_backward(self.xp, dout, argmax, x_shape, kernel, stride, pad)
+
+    # -- kernels: activations ---------------------------------------------------------------------
+    def relu(self, x: Any) -> Any:
+        return ref.relu(self.xp, x)
+
+    def relu_backward(self, dout: Any, y: Any) -> Any:
+        return ref.relu_backward(self.xp, dout, y)
+
+    def sigmoid(self, x: Any) -> Any:
+        return ref.sigmoid(self.xp, x)
+
+    def sigmoid_backward(self, dout: Any, y: Any) -> Any:
+        return ref.sigmoid_backward(self.xp, dout, y)
+
+    def tanh(self, x: Any) -> Any:
+        return ref.tanh(self.xp, x)
+
+    def tanh_backward(self, dout: Any, y: Any) -> Any:
+        return ref.tanh_backward(self.xp, dout, y)
+
+    def softmax(self, x: Any) -> Any:
+        return ref.softmax(self.xp, x)
+
+    def softmax_backward(self, dout: Any, y: Any) -> Any:
+        return ref.softmax_backward(self.xp, dout, y)
+
+    def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
+        return ref.softmax_cross_entropy(self.xp, logits, target)
+
+    # -- kernels: optimizer updates (in place) ----------------------------------------------------
+    def sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
+                   nesterov: bool) -> None:
+        ref.sgd_update(self.xp, p, g, velocity, lr, momentum, nesterov)
+
+    def adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
+        ref.adagrad_update(self.xp, p, g, sum_sq, lr, eps)
+
+    def rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
+        ref.rmsprop_update(self.xp, p, g, mean_sq, lr, rho, eps)
+
+    def adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
+                    eps: float, step: int) -> None:
+        ref.adam_update(self.xp, p, g, m, v, lr, beta1, beta2, eps, step)

@@ -1,0 +1,105 @@
+"""Which backends exist, which of them can run here, and which one is current.
+
+Backends are named "numpy", "cupy" (and later "numba"); "auto" means the fastest that really works:
+a GPU if one runs a test kernel, else the CPU. Availability is probed lazily, once per process, so
+importing backprop never touches a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from backprop.backends.base import Backend, DTypeLike, as_float_dtype
+
+ENV_VAR = "BACKPROP_BACKEND"
+
+# name -> (module under backprop.backends, class name); "auto" tries them in this order.
+_BACKENDS: dict[str, tuple[str, str]] = {
+    "cupy": ("cupy_backend", "CupyBackend"),
+    "numpy": ("numpy_backend", "NumpyBackend"),
+}
+
+_reasons: dict[str, str | None] = {}
+_instances: dict[tuple[str, np.dtype], Backend] = {}
+_current: list[tuple[str, DTypeLike | None]] = []
+_seed: dict[str, int | None] = {"value": None}
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for by name but cannot run on this machine; the message says why."""
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f"backprop.backends.{_BACKENDS[name][0]}")
+
+
+def _reason(name: str) -> str | None:
+    if name not in _reasons:
+        _reasons[name] = _module(name).probe()
+    return _reasons[name]
+
+
+def available_backends() -> dict[str, str | None]:
+    """Every known backend mapped to None when it can run here, else to the reason it cannot."""
+    return {name: _reason(name) for name in _BACKENDS}
+
+
+def _resolve_auto() -> str:
+    for name in _BACKENDS:
+        reason = _reason(name)
+        if reason is None:
+            return name
+        if name == "cupy" and "not installed" not in reason:
+            warnings.warn(f"backprop: no usable GPU ({reason}); running on the CPU", stacklevel=4)
+    raise AssertionError("unreachable: the NumPy backend is always available")
+
+
+def get_backend(name: str | Backend | None = None, dtype: DTypeLike | None = None) -> Backend:
+    """The backend called ``name`` ("numpy", "cupy", "auto"), computing in ``dtype`` (default float32).
+
+    With no name: the one set by :func:`use_backend`, else ``$BACKPROP_BACKEND``, else "numpy".
+    Raises :class:`BackendUnavailableError` when the named backend cannot run here.
+    """
+    if isinstance(name, Backend):
+        return name if dtype is None else get_backend(name.name, dtype)
+    if name is None:
+        name, default_dtype = _current[-1] if _current else (os.environ.get(ENV_VAR) or "numpy", None)
+        dtype = default_dtype if dtype is None else dtype
+    key = name.strip().lower()
+    if key == "auto":
+        key = _resolve_auto()
+    if key not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join([*_BACKENDS, 'auto'])}")
+    reason = _reason(key)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend {key!r} is not available: {reason}")
+    dt = as_float_dtype(np.float32 if dtype is None else dtype)
+    if (key, dt) not in _instances:
+        module_name, class_name = _BACKENDS[key]
+        _instances[key, dt] = getattr(_module(key), class_name)(dtype=dt, seed=_seed["value"])
+    return _instances[key, dt]
+
+
+@contextlib.contextmanager
+def use_backend(name: str | Backend, dtype: DTypeLike | None = None) -> Iterator[Backend]:
+    """Make ``name`` the default backend inside a ``with`` block (layers built there live on it)."""
+    backend = get_backend(name, dtype)
+    _current.append((backend.name, backend.dtype))
+    try:
+        yield backend
+    finally:
+        _current.pop()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generators of every backend created so far and of those created later."""
+    _seed["value"] = seed
+    for backend in _instances.values():
+        backend.seed(seed)

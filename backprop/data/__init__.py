@@ -1,0 +1,5 @@
+"""Data: mini-batch loading (and, later, datasets)."""
+
+from backprop.data.loader import DataLoader
+
+__all__ = ["DataLoader"]

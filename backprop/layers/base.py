@@ -1,0 +1,61 @@
+"""Layer: the explicit forward/backward contract every layer follows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backprop.module import Module
+
+
+def as_pair(value: int | tuple[int, int], what: str, minimum: int = 1) -> tuple[int, int]:
+    """Accept an int or a pair of ints (height, width), each at least ``minimum``."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def check_positive_int(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
+class Layer(Module):
+    """``forward(x)`` keeps what ``backward`` needs; ``backward(dout)`` fills ``p.grad`` and returns dx.
+
+    Layers with weights take ``init`` ("auto", "he", "glorot" or a std); with "auto",
+    :class:`~backprop.Sequential` redraws them for the nonlinearity that follows (He before ReLU).
+    """
+
+    init: Any = None
+
+    def forward(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self, dout: Any) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    def reset_parameters(self, nonlinearity: str | None = None) -> None:
+        """Redraw the weights (zero the biases) for the given following nonlinearity."""
+
+    def check_input(self, x: Any, expected: tuple[int | None, ...]) -> None:
+        """Refuse an input of another backend, dtype or shape; ``None`` in ``expected`` matches any size."""
+        params = self.parameters()
+        self.backend.check_array(x, f"{type(self).__name__} input", params[0].dtype if params else None)
+        if x.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, x.shape)):
+            shape = "(" + ", ".join("N" if i == 0 and e is None else "*" if e is None else str(e)
+                                    for i, e in enumerate(expected)) + ")"
+            raise ValueError(f"{type(self).__name__} expected input of shape {shape}, "
+                             f"got {tuple(x.shape)}")
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"

@@ -1,0 +1,32 @@
+"""Inverted dropout: zero a fraction p of activations while training and scale the rest by 1/(1-p),
+so nothing changes at inference time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backprop.backends import Backend
+from backprop.layers.base import Layer
+
+
+class Dropout(Layer):
+    def __init__(self, p: float = 0.5, *, backend: str | Backend | None = None) -> None:
+        super().__init__(backend)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout p must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Any) -> Any:
+        self.backend.check_array(x, "Dropout input")
+        if not self.training or self.p == 0.0:
+            self.mask = None
+            return x
+        keep = self.backend.uniform(x.shape, dtype=x.dtype) >= self.p
+        self.mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self.mask
+
+    def backward(self, dout: Any) -> Any:
+        return dout if self.mask is None else dout * self.mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

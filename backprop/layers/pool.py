@@ -1,0 +1,37 @@
+"""Max pooling over NCHW images; padding counts as -inf, so a padded cell never wins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backprop.backends import Backend
+from backprop.layers.base import Layer, as_pair
+from backprop.layers.conv import check_window_fits
+
+
+class MaxPool2D(Layer):
+    """Max over each ``kernel_size`` window, moving by ``stride`` (default: the kernel size)."""
+
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 pad: int | tuple[int, int] = 0, *, backend: str | Backend | None = None) -> None:
+        super().__init__(backend)
+        self.kernel_size = as_pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else as_pair(stride, "stride")
+        self.pad = as_pair(pad, "pad", minimum=0)
+        if self.pad[0] * 2 > self.kernel_size[0] or self.pad[1] * 2 > self.kernel_size[1]:
+            raise ValueError(f"pad {self.pad} must be at most half of kernel_size {self.kernel_size}, "
+                             "or some windows would hold padding only")
+
+    def forward(self, x: Any) -> Any:
+        self.check_input(x, (None, None, None, None))
+        check_window_fits(self, x, self.kernel_size, self.pad)
+        self.x_shape = x.shape
+        out, self.argmax = self.backend.maxpool2d(x, self.kernel_size, self.stride, self.pad)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        return self.backend.maxpool2d_backward(dout, self.argmax, self.x_shape, self.kernel_size,
+                                               self.stride, self.pad)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}"

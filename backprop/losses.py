@@ -1,0 +1,131 @@
+"""Losses: ``forward(pred, target)`` returns the mean loss as a 0-d array, ``backward()`` returns dpred.
+
+Targets are checked before anything is computed: shapes, dtypes, label ranges and probability ranges
+give a ValueError or TypeError that says what was expected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from backprop.module import Module
+
+
+class Loss(Module):
+    def forward(self, pred: Any, target: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, pred: Any, target: Any) -> Any:
+        return self.forward(pred, target)
+
+    def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
+        """Refuse a target that does not fit a prediction of ``pred_shape`` (any array module)."""
+        if tuple(target.shape) != tuple(pred_shape):
+            raise ValueError(f"{type(self).__name__}: target shape {tuple(target.shape)} does not match "
+                             f"prediction shape {tuple(pred_shape)}")
+
+    def _check(self, pred: Any, target: Any) -> None:
+        name = type(self).__name__
+        self.backend.check_array(pred, f"{name} prediction")
+        if pred.dtype.kind != "f":
+            raise TypeError(f"{name}: predictions must be floating point, got {pred.dtype}")
+        self.backend.check_array(target, f"{name} target",
+                                 pred.dtype if np.dtype(target.dtype).kind == "f" else None)
+        self.check_target(pred.shape, target)
+
+
+def _check_probabilities(loss: Loss, target: Any) -> None:
+    if target.size and (float(target.min()) < 0 or float(target.max()) > 1):
+        raise ValueError(f"{type(loss).__name__}: targets must lie in [0, 1]")
+
+
+class MSE(Loss):
+    """Mean squared error over all elements."""
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        self._check(pred, target)
+        self.diff = pred - target
+        return (self.diff * self.diff).mean()
+
+    def backward(self) -> Any:
+        return self.diff * (2.0 / self.diff.size)
+
+
+class BinaryCrossEntropy(Loss):
+    """Cross-entropy of probabilities (a Sigmoid output) against 0/1 targets, mean over elements.
+
+    Probabilities are clipped to [eps, 1 - eps] (eps = 1e-7 in float32, 1e-12 in float64), so a
+    confident wrong answer gives a large finite loss instead of inf.
+    """
+
+    def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
+        super().check_target(pred_shape, target)
+        _check_probabilities(self, target)
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        self._check(pred, target)
+        xp = self.backend.xp
+        eps = 1e-7 if pred.dtype == np.float32 else 1e-12
+        self.p = xp.clip(pred, eps, 1 - eps)
+        self.target = target
+        return -(target * xp.log(self.p) + (1 - target) * xp.log1p(-self.p)).mean()
+
+    def backward(self) -> Any:
+        return (self.p - self.target) / (self.p * (1 - self.p) * self.p.size)
+
+
+class BCEWithLogits(Loss):
+    """Sigmoid and binary cross-entropy in one, on logits: stable for any logit size."""
+
+    def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
+        super().check_target(pred_shape, target)
+        _check_probabilities(self, target)
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        self._check(pred, target)
+        xp = self.backend.xp
+        self.pred, self.target = pred, target
+        return (xp.maximum(pred, 0) - pred * target + xp.log1p(xp.exp(-xp.abs(pred)))).mean()
+
+    def backward(self) -> Any:
+        return (self.backend.sigmoid(self.pred) - self.target) / self.pred.size
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax over classes and cross-entropy, fused; mean over the batch.
+
+    Predictions are logits of shape (N, K); targets are integer labels (N,) in [0, K) or
+    probabilities (N, K) such as one-hot rows.
+    """
+
+    def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
+        name = type(self).__name__
+        if len(pred_shape) != 2:
+            raise ValueError(f"{name}: predictions must be (N, classes) logits, got shape {pred_shape}")
+        kind = np.dtype(target.dtype).kind
+        if kind in "iu":
+            if tuple(target.shape) != pred_shape[:1]:
+                raise ValueError(f"{name}: integer labels must have shape ({pred_shape[0]},), "
+                                 f"got {tuple(target.shape)}")
+            if target.size and (int(target.min()) < 0 or int(target.max()) >= pred_shape[1]):
+                raise ValueError(f"{name}: labels must lie in [0, {pred_shape[1] - 1}], got values in "
+                                 f"[{int(target.min())}, {int(target.max())}]")
+        elif kind == "f":
+            super().check_target(pred_shape, target)
+            _check_probabilities(self, target)
+        else:
+            raise TypeError(f"{name}: targets must be integer labels or float probabilities, "
+                            f"got {target.dtype}")
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        self._check(pred, target)
+        loss, self.grad = self.backend.softmax_cross_entropy(pred, target)
+        return loss
+
+    def backward(self) -> Any:
+        return self.grad

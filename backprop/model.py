@@ -1,0 +1,150 @@
+"""Sequential: a stack of layers that is itself a layer, with training, saving and a summary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backprop.backends import Backend
+from backprop.checkpoint import CheckpointError, check_arrays, load_arrays, save_arrays
+from backprop.layers.activations import ReLU, Sigmoid, Softmax, Tanh
+from backprop.layers.base import Layer
+from backprop.parameter import Parameter
+from backprop.training import evaluate, fit, predict
+
+_NONLINEARITIES = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh", Softmax: "softmax"}
+CHECKPOINT_FORMAT = "backprop.weights/1"
+
+
+class Sequential(Layer):
+    """Layers applied in order; ``backward`` runs them in reverse.
+
+    On construction, every layer built with ``init="auto"`` gets its weights drawn for the next
+    nonlinearity in the stack: He before a ReLU, Glorot otherwise. All layers must share one backend.
+    """
+
+    def __init__(self, *layers: Layer) -> None:
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for layer in layers:
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential takes layers, got {type(layer).__name__}")
+        backends = {(layer.backend.name, layer.backend.dtype) for layer in layers}
+        if len(backends) > 1:
+            raise ValueError(f"layers live on different backends {sorted(backends, key=str)}: build them "
+                             "under one use_backend(...) or move them with layer.to(...)")
+        super().__init__(layers[0].backend)
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if layer.init == "auto":
+                following = (_NONLINEARITIES.get(type(nxt)) for nxt in self.layers[i + 1:])
+                layer.reset_parameters(next((n for n in following if n), None))
+
+    # -- the layer contract ---------------------------------------------------------------------
+    def forward(self, x: Any) -> Any:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout: Any) -> Any:
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def named_parameters(self) -> dict[str, Parameter]:
+        return {f"{i}.{name}": p for i, layer in enumerate(self.layers)
+                for name, p in layer.named_parameters().items()}
+
+    def named_buffers(self) -> dict[str, Any]:
+        return {f"{i}.{name}": b for i, layer in enumerate(self.layers)
+                for name, b in layer.named_buffers().items()}
+
+    def train(self, mode: bool = True) -> Sequential:
+        self.training = mode
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def to(self, backend: str | Backend | None = None, dtype: Any = None) -> Sequential:
+        """Move every layer (parameters, optimizer state, buffers) to ``backend`` / ``dtype``."""
+        for layer in self.layers:
+            layer.to(backend, dtype)
+        self.backend = self.layers[0].backend
+        return self
+
+    def __getitem__(self, i: int) -> Layer:
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def extra_repr(self) -> str:
+        return "\n" + "".join(f"  ({i}): {layer!r}\n" for i, layer in enumerate(self.layers))
+
+    # -- inspection -----------------------------------------------------------------------------
+    def summary(self, input_shape: tuple[int, ...]) -> str:
+        """A table of layers, output shapes and parameter counts for inputs of ``input_shape``
+        (without the batch axis); computed by one forward pass of a zero batch of one."""
+        x = self.backend.zeros((1, *input_shape))
+        was_training = self.training
+        self.eval()
+        rows = [("Layer", "Output shape", "Params")]
+        try:
+            for i, layer in enumerate(self.layers):
+                x = layer.forward(x)
+                count = sum(p.size for p in layer.parameters())
+                rows.append((f"{i}: {layer!r}", str(("N", *x.shape[1:])), f"{count:,}"))
+        finally:
+            self.train(was_training)
+        total = sum(p.size for p in self.parameters())
+        widths = [max(len(r[c]) for r in rows) for c in range(3)]
+        lines = ["  ".join(cell.ljust(w) if c < 2 else cell.rjust(w) for c, (cell, w) in
+                           enumerate(zip(row, widths))) for row in rows]
+        rule = "-" * len(lines[0])
+        return "\n".join([lines[0], rule, *lines[1:], rule,
+                          f"Total parameters: {total:,} ({self.backend.dtype.name}, "
+                          f"backend {self.backend.name!r})"])
+
+    # -- persistence ----------------------------------------------------------------------------
+    def _layer_names(self) -> list[str]:
+        return [type(layer).__name__ for layer in self.layers]
+
+    def state_arrays(self) -> dict[str, Any]:
+        """Every parameter and buffer by name (backend arrays, not copies)."""
+        return {**{k: p.data for k, p in self.named_parameters().items()}, **self.named_buffers()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write weights and buffers to ``path`` (.npz, no pickle), atomically."""
+        arrays = {k: self.backend.to_numpy(v) for k, v in self.state_arrays().items()}
+        meta = {"format": CHECKPOINT_FORMAT, "layers": self._layer_names()}
+        return save_arrays(path, arrays, meta)
+
+    def load(self, path: str | os.PathLike) -> Sequential:
+        """Read weights saved by :meth:`save`; on any mismatch raise and leave the model unchanged."""
+        arrays, meta = load_arrays(path)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        if meta.get("layers") != self._layer_names():
+            raise CheckpointError(f"{path}: saved from layers {meta.get('layers')}, "
+                                  f"this model has {self._layer_names()}")
+        current = self.state_arrays()
+        check_arrays(path, arrays, {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in current.items()})
+        for name, target in current.items():
+            target[...] = self.backend.asarray(arrays[name])
+        return self
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, x: Any, y: Any, **kwargs: Any) -> dict[str, list[float]]:
+        """Train on (x, y); see :func:`backprop.training.fit` for the arguments."""
+        return fit(self, x, y, **kwargs)
+
+    def evaluate(self, x: Any, y: Any, **kwargs: Any) -> dict[str, float]:
+        """Loss and metrics on (x, y); see :func:`backprop.training.evaluate`."""
+        return evaluate(self, x, y, **kwargs)
+
+    def predict(self, x: Any, batch_size: int = 1000) -> np.ndarray:
+        """Outputs for ``x`` in inference mode, computed in batches, as a host NumPy array."""
+        return predict(self, x, batch_size=batch_size)

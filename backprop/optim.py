@@ -1,0 +1,146 @@
+"""Optimizers over a model's ``parameters()``; their state lives on each Parameter's backend.
+
+Each optimizer reads ``p.grad`` and updates ``p.data`` in place through its backend's update kernel.
+``weight_decay`` adds ``weight_decay * p`` to the gradient (L2), except in AdamW, where it is
+decoupled; ``clip_norm`` rescales all gradients together when their global norm exceeds it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from backprop.parameter import Parameter
+
+
+def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> float:
+    """Scale gradients so their global L2 norm is at most ``max_norm``; returns the norm before."""
+    params = list(params)
+    total = math.sqrt(sum(float((p.grad * p.grad).sum()) for p in params))
+    if total > max_norm:
+        scale = max_norm / (total + 1e-12)
+        for p in params:
+            p.grad *= p.grad.dtype.type(scale)
+    return total
+
+
+class Optimizer:
+    def __init__(self, params: Iterable[Parameter], lr: float, weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__} got no parameters to optimize")
+        if not all(isinstance(p, Parameter) for p in self.params):
+            raise TypeError("optimizers take Parameters: pass model.parameters()")
+        if lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if clip_norm is not None and clip_norm <= 0:
+            raise ValueError(f"clip_norm must be positive, got {clip_norm}")
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.clip_norm = clip_norm
+        self.steps = 0
+
+    def step(self) -> None:
+        """Apply one update from the gradients that the last backward pass left in ``p.grad``."""
+        self.steps += 1
+        if self.clip_norm is not None:
+            clip_grad_norm(self.params, self.clip_norm)
+        for p in self.params:
+            self.update(p, self.decayed_grad(p))
+
+    def decayed_grad(self, p: Parameter) -> Any:
+        return p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
+
+    def update(self, p: Parameter, grad: Any) -> None:
+        raise NotImplementedError
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad[...] = 0
+
+    @staticmethod
+    def state(p: Parameter, name: str) -> Any:
+        """The state array ``name`` of ``p``, created as zeros on first use."""
+        if name not in p.state:
+            p.state[name] = p.backend.xp.zeros_like(p.data)
+        return p.state[name]
+
+
+class SGD(Optimizer):
+    """Plain SGD, or with ``momentum`` (heavy ball, PyTorch's convention) and optionally Nesterov."""
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay, clip_norm)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if nesterov and momentum == 0.0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.momentum = momentum
+        self.nesterov = nesterov
+
+    def update(self, p: Parameter, grad: Any) -> None:
+        velocity = self.state(p, "velocity") if self.momentum else None
+        p.backend.sgd_update(p.data, grad, velocity, self.lr, self.momentum, self.nesterov)
+
+
+class Momentum(SGD):
+    """SGD with momentum 0.9 by default, as the classic tutorials name it."""
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 0.01, momentum: float = 0.9,
+                 nesterov: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
+        super().__init__(params, lr, momentum, nesterov, weight_decay, clip_norm)
+
+
+class AdaGrad(Optimizer):
+    def __init__(self, params: Iterable[Parameter], lr: float = 0.01, eps: float = 1e-10,
+                 weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay, clip_norm)
+        self.eps = eps
+
+    def update(self, p: Parameter, grad: Any) -> None:
+        p.backend.adagrad_update(p.data, grad, self.state(p, "sum_sq"), self.lr, self.eps)
+
+
+class RMSProp(Optimizer):
+    def __init__(self, params: Iterable[Parameter], lr: float = 0.01, rho: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay, clip_norm)
+        self.rho = rho
+        self.eps = eps
+
+    def update(self, p: Parameter, grad: Any) -> None:
+        p.backend.rmsprop_update(p.data, grad, self.state(p, "mean_sq"), self.lr, self.rho, self.eps)
+
+
+class Adam(Optimizer):
+    def __init__(self, params: Iterable[Parameter], lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay, clip_norm)
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        self.betas = betas
+        self.eps = eps
+
+    def update(self, p: Parameter, grad: Any) -> None:
+        p.backend.adam_update(p.data, grad, self.state(p, "m"), self.state(p, "v"), self.lr,
+                              self.betas[0], self.betas[1], self.eps, self.steps)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p <- p - lr * weight_decay * p, apart from the gradient."""
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01, clip_norm: float | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm)
+
+    def decayed_grad(self, p: Parameter) -> Any:
+        if self.weight_decay:
+            p.data *= p.data.dtype.type(1.0 - self.lr * self.weight_decay)
+        return p.grad

@@ -1,0 +1,180 @@
+"""The training loop: ``fit`` over mini-batches with a progress bar, ``evaluate`` and ``predict``.
+
+Data arrive as host arrays (NumPy or anything array-like); floating data are converted to the model's
+dtype as they move to its backend, one batch at a time. Everything about the data is checked before
+the first update, so bad input never leaves a half-trained model behind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from backprop.data.loader import DataLoader
+from backprop.layers.base import Layer
+from backprop.losses import BCEWithLogits, Loss
+from backprop.optim import Optimizer
+from backprop.schedules import LRScheduler
+
+METRICS = ("accuracy",)
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or Inf; the model holds the last weights that gave a finite loss."""
+
+
+def correct_count(pred: Any, target: Any, threshold: float = 0.5) -> tuple[int, int]:
+    """(correct, total) predictions: argmax for (N, K>1) outputs, else ``pred > threshold``."""
+    if pred.ndim == 2 and pred.shape[1] > 1:
+        labels = target if target.ndim == 1 else target.argmax(axis=1)
+        return int((pred.argmax(axis=1) == labels).sum()), int(pred.shape[0])
+    return int(((pred > threshold) == (target > 0.5)).sum()), int(pred.size)
+
+
+def _host(a: Any, backend: Any) -> np.ndarray:
+    return backend.to_numpy(a) if backend.is_array(a) else np.asarray(a)
+
+
+def _check_data(model: Layer, loss: Loss | None, x: np.ndarray, y: np.ndarray, what: str) -> None:
+    """Refuse data that would fail or poison training, before any update: sizes, NaN/Inf, targets."""
+    if len(x) != len(y):
+        raise ValueError(f"{what}: x has {len(x)} samples but y has {len(y)}")
+    if len(x) == 0:
+        raise ValueError(f"{what}: no samples")
+    for name, a in (("x", x), ("y", y)):
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = np.argwhere(~np.isfinite(a))[0]
+            raise ValueError(f"{what}: {name} holds NaN or Inf (first at index {tuple(int(i) for i in bad)})")
+    if loss is not None:
+        was_training = model.training
+        model.eval()
+        try:
+            out = model.forward(model.backend.asarray(x[:1]))
+        finally:
+            model.train(was_training)
+        loss.check_target((len(x), *out.shape[1:]), y)
+
+
+def _check_metrics(metrics: Sequence[str]) -> None:
+    for m in metrics:
+        if m not in METRICS:
+            raise ValueError(f"unknown metric {m!r}: choose from {METRICS}")
+
+
+def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epochs: int = 1,
+        batch_size: int | None = None, shuffle: bool = True, seed: int | None = None,
+        validation_data: tuple[Any, Any] | None = None, scheduler: LRScheduler | None = None,
+        metrics: Sequence[str] = (), progress: bool = True) -> dict[str, list[float]]:
+    """Train ``model`` for ``epochs`` passes over (x, y) and return the history of each epoch.
+
+    ``batch_size=None`` trains on the full batch, 1 is single-sample SGD, anything between is
+    mini-batch. Shuffling is seeded by ``seed``. ``scheduler`` is stepped after every epoch. The
+    history has "loss" (mean training loss of the epoch), each metric, and with ``validation_data``
+    "val_loss" and "val_<metric>". A NaN or Inf loss raises :class:`TrainingDivergedError` naming the
+    epoch and batch, after restoring the weights of the last batch whose loss was finite.
+    """
+    backend = model.backend
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    _check_metrics(metrics)
+    x, y = _host(x, backend), _host(y, backend)
+    loss.to(backend)
+    _check_data(model, loss, x, y, "training data")
+    if validation_data is not None:
+        validation_data = (_host(validation_data[0], backend), _host(validation_data[1], backend))
+        _check_data(model, loss, *validation_data, "validation data")
+    threshold = 0.0 if isinstance(loss, BCEWithLogits) else 0.5
+    loader = DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, backend=backend)
+    params = model.parameters()
+    last_good = [p.data.copy() for p in params]
+    history: dict[str, list[float]] = {"loss": [], **{m: [] for m in metrics}}
+    was_training = model.training
+    model.train()
+    try:
+        for epoch in range(1, epochs + 1):
+            total_loss, seen, correct, counted = 0.0, 0, 0, 0
+            bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress,
+                       leave=False, dynamic_ncols=True)
+            for batch, (xb, yb) in enumerate(bar, 1):
+                out = model.forward(xb)
+                value = float(loss.forward(out, yb))
+                if not math.isfinite(value):
+                    for p, good in zip(params, last_good):
+                        p.data[...] = good
+                    raise TrainingDivergedError(
+                        f"loss became {value} at epoch {epoch}, batch {batch}: training stopped and the "
+                        "last weights that gave a finite loss were restored; lower the learning rate or "
+                        "clip gradients (clip_norm=...)")
+                model.backward(loss.backward())
+                for p, good in zip(params, last_good):
+                    good[...] = p.data
+                optimizer.step()
+                total_loss += value * len(xb)
+                seen += len(xb)
+                if metrics:
+                    c, t = correct_count(out, yb, threshold)
+                    correct, counted = correct + c, counted + t
+                if progress:
+                    bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+            history["loss"].append(total_loss / seen)
+            if "accuracy" in metrics:
+                history["accuracy"].append(correct / counted)
+            if validation_data is not None:
+                scores = evaluate(model, *validation_data, loss=loss, metrics=metrics)
+                for k, v in scores.items():
+                    history.setdefault(f"val_{k}", []).append(v)
+            if scheduler is not None:
+                scheduler.step()
+            if progress:
+                summary = "  ".join(f"{k} {v[-1]:.4f}" for k, v in history.items())
+                tqdm.write(f"epoch {epoch}/{epochs}  {summary}")
+    finally:
+        model.train(was_training)
+    return history
+
+
+def predict(model: Layer, x: Any, batch_size: int = 1000) -> np.ndarray:
+    """Outputs for ``x`` in inference mode, batch by batch, as a host NumPy array."""
+    backend = model.backend
+    x = _host(x, backend)
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [backend.to_numpy(model.forward(xb))
+                for xb, _ in DataLoader(x, batch_size=batch_size, shuffle=False, backend=backend)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(outs)
+
+
+def evaluate(model: Layer, x: Any, y: Any, *, loss: Loss | None = None,
+             metrics: Sequence[str] = ("accuracy",), batch_size: int = 1000) -> dict[str, float]:
+    """Mean ``loss`` (when given) and each metric over (x, y), in inference mode."""
+    backend = model.backend
+    _check_metrics(metrics)
+    x, y = _host(x, backend), _host(y, backend)
+    if loss is not None:
+        loss.to(backend)
+    _check_data(model, loss, x, y, "evaluation data")
+    threshold = 0.0 if isinstance(loss, BCEWithLogits) else 0.5
+    total_loss, correct, counted = 0.0, 0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for xb, yb in DataLoader(x, y, batch_size=batch_size, shuffle=False, backend=backend):
+            out = model.forward(xb)
+            if loss is not None:
+                total_loss += float(loss.forward(out, yb)) * len(xb)
+            if metrics:
+                c, t = correct_count(out, yb, threshold)
+                correct, counted = correct + c, counted + t
+    finally:
+        model.train(was_training)
+    scores = {"loss": total_loss / len(x)} if loss is not None else {}
+    if "accuracy" in metrics:
+        scores["accuracy"] = correct / counted
+    return scores

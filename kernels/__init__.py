@@ -1,0 +1,1 @@
+"""Kernel implementations, one module per backend; ``reference`` is the array-module-generic original."""
