@@ -5,9 +5,10 @@ from backprop.backends.registry import (
     BackendUnavailableError,
     available_backends,
     get_backend,
+    known_backends,
     manual_seed,
     use_backend,
 )
 
-__all__ = ["Backend", "BackendUnavailableError", "available_backends", "get_backend", "manual_seed",
+__all__ = ["Backend", "BackendUnavailableError", "available_backends", "get_backend", "known_backends", "manual_seed",
            "use_backend"]

@@ -46,6 +46,11 @@ def _reason(name: str) -> str | None:
     return _reasons[name]
 
 
+def known_backends() -> tuple[str, ...]:
+    """Every backend name this version knows, whether or not it can run here."""
+    return tuple(_BACKENDS)
+
+
 def available_backends() -> dict[str, str | None]:
     """Every known backend mapped to None when it can run here, else to the reason it cannot."""
     return {name: _reason(name) for name in _BACKENDS}

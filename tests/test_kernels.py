@@ -1,0 +1,214 @@
+"""Every kernel of every backend against an independent loop-by-loop oracle, and against the NumPy
+reference on larger random inputs (parity), on awkward shapes: batch 1, odd sizes, stride 2 and
+stride > kernel, padding, non-square kernels."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from backprop.backends import get_backend
+from backprop.kernels.reference import conv_output_size
+
+# (N, C, H, W), kernel, stride, pad
+CONV_CASES = [
+    ((1, 1, 5, 5), (3, 3), (1, 1), (0, 0)),
+    ((2, 3, 7, 6), (3, 2), (2, 2), (1, 1)),
+    ((3, 2, 9, 8), (2, 3), (1, 2), (0, 1)),
+    ((1, 4, 6, 7), (1, 1), (3, 2), (0, 0)),  # stride > kernel
+    ((2, 1, 5, 4), (5, 4), (1, 1), (2, 1)),  # kernel as large as the image
+]
+POOL_CASES = [
+    ((1, 1, 4, 4), (2, 2), (2, 2), (0, 0)),
+    ((2, 3, 7, 5), (3, 3), (2, 2), (1, 1)),  # stride != kernel, padding
+    ((3, 2, 6, 9), (2, 3), (1, 2), (1, 0)),
+    ((1, 2, 7, 7), (2, 2), (3, 3), (0, 0)),  # stride > kernel
+]
+
+
+def padded(x, pad, value=0.0):
+    return np.pad(x, ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2), constant_values=value)
+
+
+def im2col_oracle(x, kernel, stride, pad):
+    n, c, h, w = x.shape
+    oh = conv_output_size(h, kernel[0], stride[0], pad[0])
+    ow = conv_output_size(w, kernel[1], stride[1], pad[1])
+    xp_ = padded(x, pad)
+    rows = []
+    for i, oy, ox in itertools.product(range(n), range(oh), range(ow)):
+        y0, x0 = oy * stride[0], ox * stride[1]
+        rows.append(xp_[i, :, y0:y0 + kernel[0], x0:x0 + kernel[1]].reshape(-1))
+    return np.array(rows)
+
+
+def maxpool_oracle(x, dout, kernel, stride, pad):
+    """Forward max (padding -inf) and backward routing to the first max of each window."""
+    n, c, h, w = x.shape
+    oh = conv_output_size(h, kernel[0], stride[0], pad[0])
+    ow = conv_output_size(w, kernel[1], stride[1], pad[1])
+    xp_ = padded(x, pad, -np.inf)
+    out = np.empty((n, c, oh, ow), x.dtype)
+    dx = np.zeros(xp_.shape, np.float64)
+    for i, ch, oy, ox in itertools.product(range(n), range(c), range(oh), range(ow)):
+        y0, x0 = oy * stride[0], ox * stride[1]
+        win = xp_[i, ch, y0:y0 + kernel[0], x0:x0 + kernel[1]]
+        k = int(np.argmax(win))
+        out[i, ch, oy, ox] = win.flat[k]
+        dx[i, ch, y0 + k // kernel[1], x0 + k % kernel[1]] += dout[i, ch, oy, ox]
+    return out, dx[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
+
+
+def host(backend, a):
+    return backend.to_numpy(a)
+
+
+@pytest.mark.parametrize("shape,kernel,stride,pad", CONV_CASES)
+def test_im2col_matches_oracle(backend64, rng, shape, kernel, stride, pad):
+    x = rng.standard_normal(shape)
+    col = backend64.im2col(backend64.asarray(x), kernel, stride, pad)
+    np.testing.assert_array_equal(host(backend64, col), im2col_oracle(x, kernel, stride, pad))
+
+
+@pytest.mark.parametrize("shape,kernel,stride,pad", CONV_CASES)
+def test_col2im_is_adjoint_of_im2col(backend64, rng, shape, kernel, stride, pad):
+    """<im2col(x), c> == <x, col2im(c)> for random x and c."""
+    x = rng.standard_normal(shape)
+    c = rng.standard_normal(im2col_oracle(x, kernel, stride, pad).shape)
+    col = host(backend64, backend64.im2col(backend64.asarray(x), kernel, stride, pad))
+    img = host(backend64, backend64.col2im(backend64.asarray(c), shape, kernel, stride, pad))
+    assert img.shape == shape
+    np.testing.assert_allclose((col * c).sum(), (x * img).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape,kernel,stride,pad", POOL_CASES)
+def test_maxpool_matches_oracle(backend64, rng, shape, kernel, stride, pad):
+    x = rng.standard_normal(shape)
+    x[0, 0, 0, :2] = -5.0  # a tie, and values below 0 next to the padding
+    oh = conv_output_size(shape[2], kernel[0], stride[0], pad[0])
+    ow = conv_output_size(shape[3], kernel[1], stride[1], pad[1])
+    dout = rng.standard_normal((shape[0], shape[1], oh, ow))
+    out_ref, dx_ref = maxpool_oracle(x, dout, kernel, stride, pad)
+    out, argmax = backend64.maxpool2d(backend64.asarray(x), kernel, stride, pad)
+    np.testing.assert_array_equal(host(backend64, out), out_ref)
+    dx = backend64.maxpool2d_backward(backend64.asarray(dout), argmax, shape, kernel, stride, pad)
+    np.testing.assert_allclose(host(backend64, dx), dx_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_maxpool_pads_with_minus_infinity(backend):
+    """An all-negative image must never pool to the padding's value."""
+    x = backend.asarray(-np.ones((1, 1, 2, 2), np.float32))
+    out, _ = backend.maxpool2d(x, (2, 2), (1, 1), (1, 1))
+    np.testing.assert_array_equal(host(backend, out), -np.ones((1, 1, 3, 3)))
+
+
+def test_maxpool_tie_sends_gradient_to_one_input(backend):
+    x = backend.asarray(np.ones((1, 1, 2, 2), np.float32))
+    out, argmax = backend.maxpool2d(x, (2, 2), (2, 2), (0, 0))
+    dx = backend.maxpool2d_backward(backend.asarray(np.ones((1, 1, 1, 1), np.float32)), argmax,
+                                    (1, 1, 2, 2), (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(host(backend, dx), [[[[1, 0], [0, 0]]]])
+
+
+ACTIVATIONS = {
+    "relu": (lambda x: np.maximum(x, 0), lambda d, x, y: d * (x > 0)),
+    "sigmoid": (lambda x: 1 / (1 + np.exp(-x)), lambda d, x, y: d * y * (1 - y)),
+    "tanh": (np.tanh, lambda d, x, y: d * (1 - np.tanh(x) ** 2)),
+    "softmax": (lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True),
+                lambda d, x, y: np.einsum("ni,nij->nj", d, np.einsum("ni,ij->nij", y, np.eye(x.shape[1]))
+                                          - np.einsum("ni,nj->nij", y, y))),
+}
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (16, 10)])
+def test_activation_and_gradient_match_formula(backend64, rng, name, shape):
+    f, df = ACTIVATIONS[name]
+    x = rng.standard_normal(shape) * 3
+    d = rng.standard_normal(shape)
+    y = host(backend64, getattr(backend64, name)(backend64.asarray(x)))
+    np.testing.assert_allclose(y, f(x), rtol=1e-12, atol=1e-15)
+    dx = getattr(backend64, name + "_backward")(backend64.asarray(d), backend64.asarray(y))
+    np.testing.assert_allclose(host(backend64, dx), df(d, x, y), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "softmax"])
+def test_activations_do_not_overflow(backend, name):
+    x = backend.asarray(np.array([[-1000.0, 0.0, 1000.0]], np.float32))
+    y = host(backend, getattr(backend, name)(x))
+    assert y.dtype == np.float32 and np.isfinite(y).all()
+
+
+def sce_oracle(logits, target):
+    z = logits.astype(np.float64)
+    logp = z - z.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    onehot = np.eye(z.shape[1])[target] if target.ndim == 1 else target
+    return -(onehot * logp).sum() / len(z), (np.exp(logp) - onehot) / len(z)
+
+
+@pytest.mark.parametrize("n,k", [(1, 2), (5, 3), (33, 10)])
+@pytest.mark.parametrize("labels", ["int", "onehot"])
+def test_softmax_cross_entropy_matches_formula(backend64, rng, n, k, labels):
+    logits = rng.standard_normal((n, k)) * 4
+    target = rng.integers(0, k, n)
+    if labels == "onehot":
+        target = np.eye(k)[target]
+    loss, grad = backend64.softmax_cross_entropy(backend64.asarray(logits), backend64.asarray(target))
+    loss_ref, grad_ref = sce_oracle(logits, target)
+    assert float(loss) == pytest.approx(loss_ref, rel=1e-12)
+    np.testing.assert_allclose(host(backend64, grad), grad_ref, rtol=1e-10, atol=1e-15)
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits(backend):
+    logits = backend.asarray(np.array([[1e4, 0.0, -1e4], [0.0, 3e4, 0.0]], np.float32))
+    loss, grad = backend.softmax_cross_entropy(logits, backend.asarray(np.array([2, 1])))
+    assert float(loss) == pytest.approx(2e4 / 2, rel=1e-6)
+    assert np.isfinite(host(backend, grad)).all() and host(backend, grad).dtype == np.float32
+
+
+def test_matmul_matches_numpy(backend64, rng):
+    a, b = rng.standard_normal((7, 5)), rng.standard_normal((5, 3))
+    np.testing.assert_allclose(host(backend64, backend64.matmul(backend64.asarray(a), backend64.asarray(b))),
+                               a @ b, rtol=1e-12)
+
+
+def test_kernels_keep_float32(backend, rng):
+    x = backend.asarray(rng.standard_normal((2, 3, 6, 6)))
+    assert x.dtype == np.float32
+    col = backend.im2col(x, (3, 3), (1, 1), (1, 1))
+    outputs = [col, backend.col2im(col, x.shape, (3, 3), (1, 1), (1, 1)),
+               *backend.maxpool2d(x, (2, 2), (2, 2), (0, 0))[:1], backend.relu(x), backend.sigmoid(x),
+               backend.tanh(x), backend.softmax(x)]
+    assert all(o.dtype == np.float32 for o in outputs)
+
+
+# -- parity of each non-reference backend with the NumPy reference, at realistic sizes -------------
+
+def test_conv_kernels_parity_with_reference(accel_backend, rng):
+    ref = get_backend("numpy")
+    for shape, kernel, stride, pad in [((100, 1, 28, 28), (5, 5), (1, 1), (0, 0)),
+                                       ((64, 3, 32, 32), (3, 3), (1, 1), (1, 1)), *CONV_CASES]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        col = accel_backend.im2col(accel_backend.asarray(x), kernel, stride, pad)
+        col_ref = ref.im2col(x, kernel, stride, pad)
+        np.testing.assert_array_equal(host(accel_backend, col), col_ref)
+        c = rng.standard_normal(col_ref.shape).astype(np.float32)
+        np.testing.assert_allclose(host(accel_backend, accel_backend.col2im(accel_backend.asarray(c), shape,
+                                                                            kernel, stride, pad)),
+                                   ref.col2im(c, shape, kernel, stride, pad), rtol=1e-5, atol=1e-5)
+
+
+def test_pool_kernels_parity_with_reference(accel_backend, rng):
+    ref = get_backend("numpy")
+    for shape, kernel, stride, pad in [((100, 30, 24, 24), (2, 2), (2, 2), (0, 0)), *POOL_CASES]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        out, arg = accel_backend.maxpool2d(accel_backend.asarray(x), kernel, stride, pad)
+        out_ref, arg_ref = ref.maxpool2d(x, kernel, stride, pad)
+        np.testing.assert_array_equal(host(accel_backend, out), out_ref)
+        d = rng.standard_normal(out_ref.shape).astype(np.float32)
+        dx = accel_backend.maxpool2d_backward(accel_backend.asarray(d), arg, shape, kernel, stride, pad)
+        np.testing.assert_allclose(host(accel_backend, dx),
+                                   ref.maxpool2d_backward(d, arg_ref, shape, kernel, stride, pad), rtol=1e-6)

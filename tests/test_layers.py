@@ -1,0 +1,119 @@
+"""Layer behaviour beyond gradients: shapes, initialization, modes, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import backprop as bp
+
+
+@pytest.fixture
+def on(backend):
+    """Build layers on the test's backend."""
+    with bp.use_backend(backend):
+        yield backend
+
+
+def test_linear_shapes_and_formula(on, rng):
+    layer = bp.Linear(4, 3)
+    assert layer.W.shape == (4, 3) and layer.b.shape == (3,)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    y = on.to_numpy(layer.forward(on.asarray(x)))
+    np.testing.assert_allclose(y, x @ on.to_numpy(layer.W.data) + on.to_numpy(layer.b.data), rtol=1e-5)
+
+
+def test_conv_matches_direct_convolution(on, rng):
+    layer = bp.Conv2D(2, 3, (3, 2), stride=2, pad=1)
+    assert layer.W.shape == (3, 2, 3, 2) and layer.b.shape == (3,)
+    layer.b.data[...] = on.asarray(rng.standard_normal(3))
+    x = rng.standard_normal((2, 2, 7, 6)).astype(np.float32)
+    y = on.to_numpy(layer.forward(on.asarray(x)))
+    w, b = on.to_numpy(layer.W.data), on.to_numpy(layer.b.data)
+    xp_ = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    assert y.shape == (2, 3, 4, 4)
+    for oy in range(4):
+        for ox in range(4):
+            patch = xp_[:, :, 2 * oy:2 * oy + 3, 2 * ox:2 * ox + 2]
+            np.testing.assert_allclose(y[:, :, oy, ox], np.einsum("ncij,fcij->nf", patch, w) + b,
+                                       rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("make,shape,expected", [
+    (lambda: bp.Linear(4, 3), (2, 5), r"Linear expected input of shape \(N, 4\), got \(2, 5\)"),
+    (lambda: bp.Linear(4, 3), (2, 4, 1), r"Linear expected .*\(N, 4\), got \(2, 4, 1\)"),
+    (lambda: bp.Conv2D(3, 4, 3), (2, 1, 8, 8), r"Conv2D expected input of shape \(N, 3, \*, \*\), got \(2, 1, 8, 8\)"),
+    (lambda: bp.Conv2D(1, 4, 5), (2, 1, 3, 3), r"5x5 window does not fit in a 3x3 input"),
+    (lambda: bp.BatchNorm1D(4), (2, 3), r"BatchNorm1D expected input of shape \(N, 4\), got \(2, 3\)"),
+    (lambda: bp.BatchNorm2D(3), (2, 4, 5, 5), r"BatchNorm2D expected .*\(N, 3, \*, \*\), got \(2, 4, 5, 5\)"),
+    (lambda: bp.BatchNorm1D(4), (1, 4), r"more than one value per feature"),
+    (lambda: bp.MaxPool2D(2), (2, 8, 8), r"MaxPool2D expected input of shape \(N, \*, \*, \*\)"),
+])
+def test_wrong_input_shape_is_a_value_error(on, make, shape, expected):
+    with pytest.raises(ValueError, match=expected):
+        make().forward(on.zeros(shape))
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda: bp.Linear(0, 3), "in_features"),
+    (lambda: bp.Conv2D(1, 2, 0), "kernel_size"),
+    (lambda: bp.Conv2D(1, 2, (3, 3, 3)), "pair"),
+    (lambda: bp.MaxPool2D(2, pad=2), "half of kernel_size"),
+    (lambda: bp.Dropout(1.0), r"\[0, 1\)"),
+    (lambda: bp.Linear(2, 2, init="bogus"), "unknown init"),
+])
+def test_bad_layer_arguments(on, make, expected):
+    with pytest.raises(ValueError, match=expected):
+        make()
+
+
+def test_sequential_draws_he_before_relu_and_glorot_otherwise(on):
+    bp.manual_seed(0)
+    model = bp.Sequential(bp.Linear(400, 300), bp.ReLU(), bp.Linear(300, 200), bp.Sigmoid(),
+                          bp.Linear(200, 100), bp.Flatten(), bp.Dropout(0.1), bp.Tanh())
+    stds = [float(on.to_numpy(model[i].W.data).std()) for i in (0, 2, 4)]
+    assert stds[0] == pytest.approx(np.sqrt(2 / 400), rel=0.02)  # He
+    assert stds[1] == pytest.approx(np.sqrt(2 / 500), rel=0.02)  # Glorot
+    assert stds[2] == pytest.approx(np.sqrt(2 / 300), rel=0.02)  # Glorot (Tanh, past Flatten/Dropout)
+    explicit = bp.Sequential(bp.Linear(400, 300, init=0.01), bp.ReLU())
+    assert float(on.to_numpy(explicit[0].W.data).std()) == pytest.approx(0.01, rel=0.02)
+
+
+def test_dropout_scales_in_training_and_is_identity_in_eval(on):
+    layer = bp.Dropout(0.25)
+    x = on.xp.ones((200, 500), dtype=np.float32)
+    y = on.to_numpy(layer.forward(x))
+    assert set(np.unique(y)) == {0.0, np.float32(1 / 0.75)}
+    assert (y == 0).mean() == pytest.approx(0.25, abs=0.01)
+    assert y.mean() == pytest.approx(1.0, abs=0.01)
+    np.testing.assert_array_equal(on.to_numpy(layer.backward(x)), y)  # same mask
+    layer.eval()
+    assert layer.forward(x) is x and layer.backward(x) is x
+
+
+def test_batchnorm_running_statistics_and_eval(on, rng):
+    layer = bp.BatchNorm2D(2, momentum=0.5)
+    x = (rng.standard_normal((8, 2, 3, 3)) * [[[[2.0]], [[0.5]]]] + [[[[1.0]], [[-3.0]]]]).astype(np.float32)
+    y = on.to_numpy(layer.forward(on.asarray(x)))
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.std(axis=(0, 2, 3)), 1, atol=1e-3)
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(on.to_numpy(layer.running_mean), 0.5 * mean, rtol=1e-5)
+    np.testing.assert_allclose(on.to_numpy(layer.running_var), 0.5 + 0.5 * var, rtol=1e-5)
+    layer.eval()
+    y_eval = on.to_numpy(layer.forward(on.asarray(x)))
+    expected = (x - (0.5 * mean)[:, None, None]) / np.sqrt(0.5 + 0.5 * var + 1e-5)[:, None, None]
+    np.testing.assert_allclose(y_eval, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_softmax_layer_rows_sum_to_one(on, rng):
+    y = on.to_numpy(bp.Softmax().forward(on.asarray(rng.standard_normal((3, 4)) * 50)))
+    np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-6)
+
+
+def test_train_eval_flags_propagate(on):
+    model = bp.Sequential(bp.Linear(2, 2), bp.Dropout(0.5))
+    model.eval()
+    assert not model.training and not model[1].training
+    model.train()
+    assert model[1].training

@@ -1,0 +1,74 @@
+"""Loss values against their formulas, stability at the extremes, and target validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import backprop as bp
+
+
+def value(loss, backend, pred, target):
+    return float(loss.forward(backend.asarray(pred), backend.asarray(target)))
+
+
+def test_mse_is_the_mean_over_all_elements(backend64, rng):
+    p, t = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    assert value(bp.MSE(backend=backend64), backend64, p, t) == pytest.approx(((p - t) ** 2).mean())
+
+
+def test_binary_cross_entropy_formula_and_extremes(backend, rng):
+    p = rng.uniform(0.05, 0.95, (6, 1))
+    t = (rng.random((6, 1)) > 0.5).astype(float)
+    loss = bp.BinaryCrossEntropy(backend=backend)
+    expected = -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean()
+    assert value(loss, backend, p, t) == pytest.approx(expected, rel=1e-5)
+    extreme = value(loss, backend, np.array([[0.0], [1.0]]), np.array([[1.0], [0.0]]))
+    assert np.isfinite(extreme) and extreme > 10
+    assert np.isfinite(backend.to_numpy(loss.backward())).all()
+
+
+def test_bce_with_logits_matches_sigmoid_then_bce_and_is_stable(backend64, rng):
+    z = rng.standard_normal((5, 2)) * 3
+    t = rng.random((5, 2))
+    p = 1 / (1 + np.exp(-z))
+    expected = -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean()
+    assert value(bp.BCEWithLogits(backend=backend64), backend64, z, t) == pytest.approx(expected, rel=1e-10)
+    huge = value(bp.BCEWithLogits(backend=backend64), backend64, np.array([[1e4, -1e4]]), np.array([[0.0, 1.0]]))
+    assert huge == pytest.approx(1e4)
+
+
+def test_softmax_cross_entropy_int_and_onehot_agree(backend, rng):
+    logits = rng.standard_normal((6, 4))
+    labels = rng.integers(0, 4, 6)
+    loss = bp.SoftmaxCrossEntropy(backend=backend)
+    a = value(loss, backend, logits, labels)
+    ga = backend.to_numpy(loss.backward())
+    b = value(loss, backend, logits, np.eye(4)[labels])
+    np.testing.assert_allclose(backend.to_numpy(loss.backward()), ga, rtol=1e-5, atol=1e-7)
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+@pytest.mark.parametrize("labels,expected", [
+    (np.array([0, 1, 4]), r"labels must lie in \[0, 3\], got values in \[0, 4\]"),
+    (np.array([0, -1, 2]), r"labels must lie in \[0, 3\]"),
+    (np.array([[0], [1], [2]]), r"integer labels must have shape \(3,\)"),
+    (np.array([0, 1]), r"integer labels must have shape \(3,\)"),
+    (np.eye(3), r"target shape \(3, 3\) does not match prediction shape \(3, 4\)"),
+    (np.full((3, 4), 2.0), r"targets must lie in \[0, 1\]"),
+])
+def test_softmax_cross_entropy_rejects_bad_labels(backend, labels, expected):
+    loss = bp.SoftmaxCrossEntropy(backend=backend)
+    with pytest.raises(ValueError, match=expected):
+        loss.forward(backend.zeros((3, 4)), backend.asarray(labels))
+
+
+@pytest.mark.parametrize("loss_cls", [bp.MSE, bp.BinaryCrossEntropy, bp.BCEWithLogits])
+def test_elementwise_losses_reject_mismatched_shapes(backend, loss_cls):
+    with pytest.raises(ValueError, match=r"target shape \(3,\) does not match prediction shape \(3, 1\)"):
+        loss_cls(backend=backend).forward(backend.zeros((3, 1)), backend.zeros((3,)))
+
+
+def test_loss_rejects_target_of_other_dtype(backend):
+    with pytest.raises(TypeError, match="astype"):
+        bp.MSE(backend=backend).forward(backend.zeros((2, 1)), backend.zeros((2, 1), dtype=np.float64))

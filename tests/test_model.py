@@ -1,0 +1,225 @@
+"""Sequential end to end: save/load, moving between backends and dtypes, the fit loop and its
+guards against bad data and divergence, and a small CNN that really learns."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import backprop as bp
+
+
+def small_cnn(backend, seed=0):
+    bp.manual_seed(seed)
+    with bp.use_backend(backend):
+        return bp.Sequential(bp.Conv2D(1, 4, 3, pad=1), bp.BatchNorm2D(4), bp.ReLU(), bp.MaxPool2D(2),
+                             bp.Flatten(), bp.Dropout(0.1), bp.Linear(4 * 4 * 4, 3))
+
+
+def weights(model):
+    return {k: model.backend.to_numpy(v).copy() for k, v in model.state_arrays().items()}
+
+
+# -- save / load ------------------------------------------------------------------------------------
+
+def test_save_load_round_trip_gives_identical_outputs(backend, rng, tmp_path):
+    model = small_cnn(backend)
+    model.fit(rng.standard_normal((20, 1, 8, 8)), rng.integers(0, 3, 20), loss=bp.SoftmaxCrossEntropy(),
+              optimizer=bp.Adam(model.parameters()), batch_size=5, progress=False)
+    path = model.save(tmp_path / "model.npz")
+    assert os.listdir(tmp_path) == ["model.npz"]  # no temporary file left behind
+    other = small_cnn(backend, seed=1).load(path)
+    x = rng.standard_normal((6, 1, 8, 8))
+    np.testing.assert_array_equal(other.predict(x), model.predict(x))
+    assert weights(other).keys() == weights(model).keys()
+    assert "1.running_mean" in weights(other)
+    with np.load(path, allow_pickle=False) as npz:  # readable without pickle
+        assert "0.W" in npz.files
+
+
+def corrupt_files(path, tmp_path, rng):
+    data = path.read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.npz").write_bytes(rng.bytes(1000))
+    np.savez(tmp_path / "foreign.npz", a=np.zeros(3))
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "missing.npz", "w") as dst:
+        for item in src.namelist():
+            if item != "0.W.npy":
+                dst.writestr(item, src.read(item))
+    return {"truncated.npz": "unreadable, truncated", "garbage.npz": "unreadable", "foreign.npz":
+            "not a backprop checkpoint", "missing.npz": r"missing \['0.W'\]"}
+
+
+def test_load_rejects_bad_files_and_leaves_the_model_unchanged(backend, rng, tmp_path):
+    model = small_cnn(backend)
+    path = small_cnn(backend, seed=5).save(tmp_path / "good.npz")
+    before = weights(model)
+    cases = corrupt_files(path, tmp_path, rng)
+    for name, message in cases.items():
+        with pytest.raises(bp.CheckpointError, match=message):
+            model.load(tmp_path / name)
+    with pytest.raises(bp.CheckpointError, match="saved from layers"):
+        bp.Sequential(bp.Linear(2, 2, backend=backend)).load(path)
+    wider = bp.Sequential(bp.Conv2D(1, 5, 3, pad=1, backend=backend), bp.BatchNorm2D(5, backend=backend),
+                          bp.ReLU(backend=backend), bp.MaxPool2D(2, backend=backend),
+                          bp.Flatten(backend=backend), bp.Dropout(0.1, backend=backend),
+                          bp.Linear(80, 3, backend=backend))
+    with pytest.raises(bp.CheckpointError, match=r"0.W has shape \(4, 1, 3, 3\), the model expects"):
+        wider.load(path)
+    with pytest.raises(bp.CheckpointError, match="float32, the model is float64"):
+        small_cnn(backend).to(dtype="float64").load(path)
+    with pytest.raises(FileNotFoundError):
+        model.load(tmp_path / "nothing.npz")
+    for k, v in weights(model).items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_load_rejects_nan_weights(backend, tmp_path):
+    model = small_cnn(backend)
+    model[6].W.data[0, 0] = np.nan
+    path = model.save(tmp_path / "nan.npz")
+    with pytest.raises(bp.CheckpointError, match="NaN or Inf"):
+        small_cnn(backend).load(path)
+
+
+# -- to() -------------------------------------------------------------------------------------------
+
+def test_to_moves_parameters_buffers_and_optimizer_state(backend, rng):
+    model = small_cnn(backend)
+    opt = bp.Adam(model.parameters())
+    x, y = rng.standard_normal((8, 1, 8, 8)), rng.integers(0, 3, 8)
+    model.fit(x, y, loss=bp.SoftmaxCrossEntropy(), optimizer=opt, batch_size=4, progress=False)
+    before = model.predict(x)
+    model.to(dtype="float64")
+    assert model.backend.dtype == np.float64 and all(layer.backend is model.backend for layer in model)
+    for p in model.parameters():
+        assert p.dtype == np.float64 and p.grad.dtype == np.float64 and p.backend is model.backend
+        assert set(p.state) == {"m", "v"} and all(v.dtype == np.float64 for v in p.state.values())
+    assert model[1].running_var.dtype == np.float64
+    np.testing.assert_allclose(model.predict(x), before, rtol=1e-5, atol=1e-6)
+    model.fit(x, y, loss=bp.SoftmaxCrossEntropy(), optimizer=opt, batch_size=4, progress=False)
+    model.to(backend)  # back to float32 on the test's backend
+    assert all(p.dtype == np.float32 and p.state["m"].dtype == np.float32 for p in model.parameters())
+    for name in bp.available_backends():
+        if bp.available_backends()[name] is None:
+            model.to(name)
+            assert model.backend.name == name and all(model.backend.is_array(p.data) for p in model.parameters())
+            assert all(model.backend.is_array(v) for p in model.parameters() for v in p.state.values())
+
+
+def test_summary_lists_layers_shapes_and_counts(backend):
+    text = small_cnn(backend).summary((1, 8, 8))
+    assert "Conv2D" in text and "('N', 4, 8, 8)" in text and "('N', 64)" in text
+    assert f"Total parameters: {40 + 8 + 64 * 3 + 3:,}" in text
+
+
+# -- fit ----------------------------------------------------------------------------------------------
+
+def regression_data(rng, n=64):
+    x = rng.standard_normal((n, 3))
+    return x, x @ np.array([[1.0], [-2.0], [0.5]]) + 0.3
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 16])
+def test_fit_full_batch_single_sample_and_minibatch(backend, rng, batch_size):
+    x, y = regression_data(rng)
+    bp.manual_seed(0)
+    model = bp.Sequential(bp.Linear(3, 1, backend=backend))
+    history = model.fit(x, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=0.05),
+                        epochs=200 if batch_size is None else 20, batch_size=batch_size, seed=0,
+                        validation_data=regression_data(rng, 16), progress=False)
+    assert set(history) == {"loss", "val_loss"} and len(history["loss"]) == (200 if batch_size is None else 20)
+    assert history["loss"][-1] < 1e-3 < history["loss"][0]
+    assert model.evaluate(x, y, loss=bp.MSE(), metrics=())["loss"] < 1e-3
+
+
+def test_fit_is_reproducible_with_a_seed(backend, rng):
+    x, y = rng.standard_normal((40, 1, 8, 8)), rng.integers(0, 3, 40)
+
+    def train():
+        model = small_cnn(backend)
+        model.fit(x, y, loss=bp.SoftmaxCrossEntropy(), optimizer=bp.Adam(model.parameters()),
+                  epochs=2, batch_size=8, seed=3, progress=False)
+        return model.predict(x)
+    np.testing.assert_array_equal(train(), train())
+
+
+def test_fit_shows_a_progress_bar_and_epoch_lines(backend, rng, capsys):
+    x, y = regression_data(rng, 20)
+    model = bp.Sequential(bp.Linear(3, 1, backend=backend))
+    model.fit(x, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=2, batch_size=5)
+    err = capsys.readouterr()
+    assert "epoch 1/2" in err.err and "epoch 2/2  loss" in err.out + err.err
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_divergence_stops_with_epoch_and_batch_and_keeps_finite_weights(backend, rng):
+    x, y = regression_data(rng)
+    model = bp.Sequential(bp.Linear(3, 8, backend=backend), bp.Linear(8, 1, backend=backend))
+    with pytest.raises(bp.TrainingDivergedError, match=r"at epoch \d+, batch \d+"):
+        model.fit(x, y * 1e3, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=10.0), epochs=50,
+                  batch_size=8, progress=False)
+    assert all(np.isfinite(backend.to_numpy(p.data)).all() for p in model.parameters())
+    assert np.isfinite(float(bp.MSE(backend=backend).forward(
+        model.forward(backend.asarray(x[:8])), backend.asarray(y[:8] * 1e3))))
+
+
+@pytest.mark.parametrize("bad,expected", [
+    ("nan_x", r"x holds NaN or Inf \(first at index \(5, 0, 1, 2\)\)"),
+    ("labels", r"labels must lie in \[0, 2\]"),
+    ("length", "x has 30 samples but y has 29"),
+    ("shape", r"Conv2D expected input of shape \(N, 1, \*, \*\)"),
+])
+def test_fit_rejects_bad_data_before_any_update(backend, rng, bad, expected):
+    model = small_cnn(backend)
+    x, y = rng.standard_normal((30, 1, 8, 8)), rng.integers(0, 3, 30)
+    if bad == "nan_x":
+        x[5, 0, 1, 2] = np.nan
+    elif bad == "labels":
+        y[-1] = 3
+    elif bad == "length":
+        y = y[:-1]
+    else:
+        x = x.reshape(30, 8, 8, 1)
+    before = weights(model)
+    with pytest.raises(ValueError, match=expected):
+        model.fit(x, y, loss=bp.SoftmaxCrossEntropy(), optimizer=bp.SGD(model.parameters()),
+                  batch_size=10, progress=False)
+    for k, v in weights(model).items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def bars(rng, n):
+    """8x8 images of one bar, horizontal, vertical or diagonal, at a random place, with noise."""
+    x = rng.normal(0, 0.3, (n, 1, 8, 8))
+    y = rng.integers(0, 3, n)
+    for i in range(n):
+        r, c = rng.integers(1, 7, 2)
+        if y[i] == 0:
+            x[i, 0, r, max(0, c - 3):c + 3] += 1.5
+        elif y[i] == 1:
+            x[i, 0, max(0, r - 3):r + 3, c] += 1.5
+        else:
+            for k in range(-2, 3):
+                if 0 <= r + k < 8 and 0 <= c + k < 8:
+                    x[i, 0, r + k, c + k] += 1.5
+    return x.astype(np.float32), y
+
+
+def test_small_cnn_learns_oriented_bars(backend):
+    rng = np.random.default_rng(0)
+    x, y = bars(rng, 1200)
+    x_test, y_test = bars(rng, 300)
+    bp.manual_seed(0)
+    with bp.use_backend(backend):
+        model = bp.Sequential(bp.Conv2D(1, 8, 3, pad=1), bp.ReLU(), bp.MaxPool2D(2), bp.Flatten(),
+                              bp.Linear(8 * 4 * 4, 3))
+    history = model.fit(x, y, loss=bp.SoftmaxCrossEntropy(), optimizer=bp.Adam(model.parameters(), lr=3e-3),
+                        epochs=6, batch_size=32, seed=0, metrics=["accuracy"],
+                        validation_data=(x_test, y_test), progress=False)
+    assert history["val_accuracy"][-1] > 0.9, history
+    assert model.evaluate(x_test, y_test)["accuracy"] == pytest.approx(history["val_accuracy"][-1])
+    assert model.predict(x_test).shape == (300, 3)

@@ -1,0 +1,110 @@
+"""Optimizer updates against hand-written formulas, weight decay, clipping, schedules, and state that
+lives (and moves) with the parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import backprop as bp
+
+
+def run(opt_cls, backend, grads, **kwargs):
+    """Apply ``opt_cls`` to one parameter starting at [1, -2, 3] with the given gradients."""
+    p = bp.Parameter(backend.asarray(np.array([1.0, -2.0, 3.0])), backend)
+    opt = opt_cls([p], **kwargs)
+    for g in grads:
+        p.grad[...] = backend.asarray(np.array(g))
+        opt.step()
+    return backend.to_numpy(p.data), p
+
+
+GRADS = [[0.5, -1.0, 2.0], [0.1, 0.3, -0.2], [1.0, 0.0, 1.0]]
+
+
+def reference(name, grads, lr, **kw):
+    w = np.array([1.0, -2.0, 3.0])
+    state = {k: np.zeros(3) for k in ("v", "m", "s")}
+    for t, g in enumerate(map(np.array, grads), 1):
+        g = g + kw.get("wd", 0.0) * w if name != "adamw" else g
+        if name == "sgd":
+            w = w - lr * g
+        elif name == "momentum":
+            state["v"] = kw["mu"] * state["v"] + g
+            w = w - lr * (g + kw["mu"] * state["v"] if kw.get("nesterov") else state["v"])
+        elif name == "adagrad":
+            state["s"] += g * g
+            w = w - lr * g / (np.sqrt(state["s"]) + 1e-10)
+        elif name == "rmsprop":
+            state["s"] = 0.9 * state["s"] + 0.1 * g * g
+            w = w - lr * g / (np.sqrt(state["s"]) + 1e-8)
+        else:  # adam / adamw, textbook form with bias-corrected moments
+            if name == "adamw":
+                w = w * (1 - lr * kw["wd"])
+            state["m"] = 0.9 * state["m"] + 0.1 * g
+            state["v"] = 0.999 * state["v"] + 0.001 * g * g
+            m_hat, v_hat = state["m"] / (1 - 0.9 ** t), state["v"] / (1 - 0.999 ** t)
+            w = w - lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+    return w
+
+
+@pytest.mark.parametrize("name,make", [
+    ("sgd", lambda ps: bp.SGD(ps, lr=0.1)),
+    ("sgd", lambda ps: bp.SGD(ps, lr=0.1, weight_decay=0.01)),
+    ("momentum", lambda ps: bp.Momentum(ps, lr=0.1)),
+    ("momentum", lambda ps: bp.SGD(ps, lr=0.1, momentum=0.9, nesterov=True)),
+    ("adagrad", lambda ps: bp.AdaGrad(ps, lr=0.1)),
+    ("rmsprop", lambda ps: bp.RMSProp(ps, lr=0.01, rho=0.9)),
+    ("adam", lambda ps: bp.Adam(ps, lr=0.01)),
+    ("adam", lambda ps: bp.Adam(ps, lr=0.01, weight_decay=0.1)),
+    ("adamw", lambda ps: bp.AdamW(ps, lr=0.01, weight_decay=0.1)),
+])
+def test_update_matches_formula(backend64, name, make):
+    got, _ = run(lambda ps: make(ps), backend64, GRADS)
+    opt = make([bp.Parameter(backend64.zeros((1,)), backend64)])
+    kw = {"mu": getattr(opt, "momentum", 0.0), "nesterov": getattr(opt, "nesterov", False),
+          "wd": opt.weight_decay}
+    np.testing.assert_allclose(got, reference(name, GRADS, opt.lr, **kw), rtol=1e-10)
+
+
+def test_updates_keep_float32(backend):
+    for cls in (bp.SGD, bp.Momentum, bp.AdaGrad, bp.RMSProp, bp.Adam, bp.AdamW):
+        got, p = run(cls, backend, GRADS)
+        assert got.dtype == np.float32 and all(v.dtype == np.float32 for v in p.state.values())
+
+
+def test_clip_grad_norm(backend):
+    ps = [bp.Parameter(backend.zeros((2,)), backend) for _ in range(2)]
+    ps[0].grad[...] = backend.asarray(np.array([3.0, 0.0]))
+    ps[1].grad[...] = backend.asarray(np.array([0.0, 4.0]))
+    assert bp.clip_grad_norm(ps, 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(backend.to_numpy(ps[0].grad), [0.6, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(backend.to_numpy(ps[1].grad), [0.0, 0.8], rtol=1e-5)
+    got, _ = run(bp.SGD, backend, [[30.0, 0.0, 40.0]], lr=1.0, clip_norm=5.0)
+    np.testing.assert_allclose(got, [1 - 3.0, -2.0, 3 - 4.0], rtol=1e-5)
+
+
+def test_schedules(backend):
+    p = [bp.Parameter(backend.zeros((1,)), backend)]
+    step = bp.StepLR(bp.SGD(p, lr=1.0), step_size=2, gamma=0.5)
+    assert [step.step() for _ in range(5)] == [1.0, 0.5, 0.5, 0.25, 0.25]
+    exp = bp.ExponentialLR(bp.SGD(p, lr=1.0), gamma=0.9)
+    assert [round(exp.step(), 6) for _ in range(2)] == [0.9, 0.81]
+    cos = bp.CosineAnnealingLR(bp.SGD(p, lr=1.0), t_max=4, eta_min=0.1)
+    lrs = [cos.step() for _ in range(5)]
+    assert lrs[1] == pytest.approx(0.55) and lrs[3] == pytest.approx(0.1) and lrs[4] == pytest.approx(0.1)
+    assert cos.optimizer.lr == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"lr": 0.0}, "learning rate"), ({"lr": 0.1, "momentum": 1.0}, "momentum"),
+    ({"lr": 0.1, "nesterov": True}, "Nesterov"), ({"lr": 0.1, "clip_norm": -1}, "clip_norm"),
+])
+def test_bad_optimizer_arguments(backend, kwargs, expected):
+    with pytest.raises(ValueError, match=expected):
+        bp.SGD([bp.Parameter(backend.zeros((1,)), backend)], **kwargs)
+
+
+def test_optimizer_needs_parameters():
+    with pytest.raises(ValueError, match="no parameters"):
+        bp.Adam([])
