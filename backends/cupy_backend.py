@@ -29,6 +29,16 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self.xp.cuda.Device().synchronize()
 
+    # CuPy's legacy RandomState takes a dtype in both draws (its Generator API is narrower).
+    def seed(self, seed: int | None) -> None:
+        self.rng = self.xp.random.RandomState(seed)
+
+    def standard_normal(self, shape: Any, dtype: Any = None) -> Any:
+        return self.rng.standard_normal(shape, dtype=self.dtype if dtype is None else dtype)
+
+    def uniform(self, shape: Any, dtype: Any = None) -> Any:
+        return self.rng.random_sample(shape, dtype=self.dtype if dtype is None else dtype)
+
 
 def probe() -> str | None:
     """None when a CUDA device really runs a kernel through CuPy, else the reason it cannot."""

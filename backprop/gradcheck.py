@@ -2,8 +2,9 @@
 
 The check runs on a float64 copy of the module (the original is left as it was), so rounding does not
 hide or fake an error. For a layer the scalar being differentiated is sum(forward(x) * w) with a fixed
-random w, so every output element matters; for a loss it is the loss itself. The backend's generator
-is rewound before every forward pass, so stochastic layers (Dropout) draw the same mask each time.
+random w, so every output element matters; for a loss it is the loss itself. The float64 backend's
+generator is re-seeded with ``seed`` before every forward pass, so stochastic layers (Dropout) draw the
+same mask each time.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ def gradcheck(module: Module, x: Any, target: Any = None, *, eps: float = 1e-6, 
     x = backend.asarray(x, dtype=np.float64).copy()
     if target is not None:
         target = backend.asarray(target)
-    saved_rng = backend.rng
     out_weights: dict[tuple[int, ...], Any] = {}
 
     def weights_for(out: Any) -> Any:
@@ -67,35 +67,32 @@ def gradcheck(module: Module, x: Any, target: Any = None, *, eps: float = 1e-6, 
         return out_weights[out.shape]
 
     def forward() -> Any:
-        backend.rng = copy.deepcopy(saved_rng)
+        backend.seed(seed)
         return m.forward(x, target) if isinstance(m, Loss) else m.forward(x)
 
     def scalar() -> float:
         out = forward()
         return float(out) if isinstance(m, Loss) else float((out * weights_for(out)).sum())
 
-    try:
-        out = forward()
-        dx = m.backward() if isinstance(m, Loss) else m.backward(weights_for(out))
-        analytic = {"input": backend.to_numpy(dx).copy()}
-        arrays = {"input": x}
-        if check_params:
-            for name, p in m.named_parameters().items():
-                analytic[name] = backend.to_numpy(p.grad).copy()
-                arrays[name] = p.data
-        result = GradcheckResult()
-        for name, arr in arrays.items():
-            numeric = np.empty(arr.shape)
-            flat = arr.reshape(-1)
-            for i in range(flat.size):
-                orig = float(flat[i])
-                flat[i] = orig + eps
-                plus = scalar()
-                flat[i] = orig - eps
-                minus = scalar()
-                flat[i] = orig
-                numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
-            result.errors[name] = relative_error(analytic[name], numeric)
-    finally:
-        backend.rng = saved_rng
+    out = forward()
+    dx = m.backward() if isinstance(m, Loss) else m.backward(weights_for(out))
+    analytic = {"input": backend.to_numpy(dx).copy()}
+    arrays = {"input": x}
+    if check_params:
+        for name, p in m.named_parameters().items():
+            analytic[name] = backend.to_numpy(p.grad).copy()
+            arrays[name] = p.data
+    result = GradcheckResult()
+    for name, arr in arrays.items():
+        numeric = np.empty(arr.shape)
+        flat = arr.reshape(-1)
+        for i in range(flat.size):
+            orig = float(flat[i])
+            flat[i] = orig + eps
+            plus = scalar()
+            flat[i] = orig - eps
+            minus = scalar()
+            flat[i] = orig
+            numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
+        result.errors[name] = relative_error(analytic[name], numeric)
     return result
