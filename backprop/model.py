@@ -22,8 +22,8 @@ CHECKPOINT_FORMAT = "backprop.weights/1"
 class Sequential(Layer):
     """Layers applied in order; ``backward`` runs them in reverse.
 
-    On construction, every layer built with ``init="auto"`` gets its weights drawn for the next
-    nonlinearity in the stack: He before a ReLU, Glorot otherwise. All layers must share one backend.
+    On construction, every layer built with ``init="auto"`` gets its weights drawn for the
+    nonlinearity it feeds: He before a ReLU, Glorot otherwise. All layers must share one backend.
     """
 
     def __init__(self, *layers: Layer) -> None:
@@ -40,8 +40,17 @@ class Sequential(Layer):
         self.layers = list(layers)
         for i, layer in enumerate(self.layers):
             if layer.init == "auto":
-                following = (_NONLINEARITIES.get(type(nxt)) for nxt in self.layers[i + 1:])
-                layer.reset_parameters(next((n for n in following if n), None))
+                layer.reset_parameters(self._next_nonlinearity(i))
+
+    def _next_nonlinearity(self, i: int) -> str | None:
+        """The activation that layer ``i`` feeds, looking past pooling, reshaping, dropout and
+        normalization but not past another weighted layer (None: no nonlinearity follows)."""
+        for layer in self.layers[i + 1:]:
+            if type(layer) in _NONLINEARITIES:
+                return _NONLINEARITIES[type(layer)]
+            if layer.init is not None:
+                return None
+        return None
 
     # -- the layer contract ---------------------------------------------------------------------
     def forward(self, x: Any) -> Any:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from backprop.data.loader import DataLoader
 from backprop.layers.base import Layer
-from backprop.losses import BCEWithLogits, Loss
+from backprop.losses import MSE, BCEWithLogits, Loss
 from backprop.optim import Optimizer
 from backprop.schedules import LRScheduler
 
@@ -152,9 +152,14 @@ def predict(model: Layer, x: Any, batch_size: int = 1000) -> np.ndarray:
 
 
 def evaluate(model: Layer, x: Any, y: Any, *, loss: Loss | None = None,
-             metrics: Sequence[str] = ("accuracy",), batch_size: int = 1000) -> dict[str, float]:
-    """Mean ``loss`` (when given) and each metric over (x, y), in inference mode."""
+             metrics: Sequence[str] | None = None, batch_size: int = 1000) -> dict[str, float]:
+    """Mean ``loss`` (when given) and each metric over (x, y), in inference mode.
+
+    ``metrics=None`` means accuracy, unless the loss is a regression loss (MSE): then none.
+    """
     backend = model.backend
+    if metrics is None:
+        metrics = () if isinstance(loss, MSE) else ("accuracy",)
     _check_metrics(metrics)
     x, y = _host(x, backend), _host(y, backend)
     if loss is not None:

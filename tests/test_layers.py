@@ -75,6 +75,9 @@ def test_sequential_draws_he_before_relu_and_glorot_otherwise(on):
     assert stds[0] == pytest.approx(np.sqrt(2 / 400), rel=0.02)  # He
     assert stds[1] == pytest.approx(np.sqrt(2 / 500), rel=0.02)  # Glorot
     assert stds[2] == pytest.approx(np.sqrt(2 / 300), rel=0.02)  # Glorot (Tanh, past Flatten/Dropout)
+    chained = bp.Sequential(bp.Linear(400, 300), bp.Linear(300, 200), bp.BatchNorm1D(200), bp.ReLU())
+    assert float(on.to_numpy(chained[0].W.data).std()) == pytest.approx(np.sqrt(2 / 700), rel=0.02)
+    assert float(on.to_numpy(chained[1].W.data).std()) == pytest.approx(np.sqrt(2 / 300), rel=0.02)
     explicit = bp.Sequential(bp.Linear(400, 300, init=0.01), bp.ReLU())
     assert float(on.to_numpy(explicit[0].W.data).std()) == pytest.approx(0.01, rel=0.02)
 
