@@ -3,6 +3,9 @@ variable) and the Backend basics every backend shares: dtypes, conversion, seedi
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -98,9 +101,8 @@ def test_mixing_backends_is_a_clear_error(backend):
         bp.Sequential(bp.Linear(2, 2, backend=backend), bp.Linear(2, 2, backend=bp.get_backend(backend.name, "float64")))
 
 
-def test_importing_backprop_does_not_import_cupy():
-    import subprocess
-    import sys
+def test_importing_backprop_does_not_import_cupy(tmp_path):
     code = "import sys, backprop; print('cupy' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+    # run outside the source tree, so the installed package is what gets imported
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=tmp_path).stdout.strip() == "False"
