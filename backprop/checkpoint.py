@@ -24,11 +24,18 @@ class CheckpointError(ValueError):
     """A file that is not a usable checkpoint for this model; the message names the file and why."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write`` on a temporary file in the target's folder, then rename it to ``path``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should look like any other
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

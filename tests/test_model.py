@@ -31,6 +31,9 @@ def test_save_load_round_trip_gives_identical_outputs(backend, rng, tmp_path):
               optimizer=bp.Adam(model.parameters()), batch_size=5, progress=False)
     path = model.save(tmp_path / "model.npz")
     assert os.listdir(tmp_path) == ["model.npz"]  # no temporary file left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
     other = small_cnn(backend, seed=1).load(path)
     x = rng.standard_normal((6, 1, 8, 8))
     np.testing.assert_array_equal(other.predict(x), model.predict(x))
@@ -224,3 +227,16 @@ def test_small_cnn_learns_oriented_bars(backend):
     assert history["val_accuracy"][-1] > 0.9, history
     assert model.evaluate(x_test, y_test)["accuracy"] == pytest.approx(history["val_accuracy"][-1])
     assert model.predict(x_test).shape == (300, 3)
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from backprop.checkpoint import atomic_write
+    target = tmp_path / "weights.npz"
+    target.write_bytes(b"old")
+
+    def broken(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["weights.npz"]
