@@ -44,6 +44,14 @@ def _check_probabilities(loss: Loss, target: Any) -> None:
         raise ValueError(f"{type(loss).__name__}: targets must lie in [0, 1]")
 
 
+class _BinaryLoss(Loss):
+    """Binary cross-entropies: targets have the prediction's shape and lie in [0, 1]."""
+
+    def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
+        super().check_target(pred_shape, target)
+        _check_probabilities(self, target)
+
+
 class MSE(Loss):
     """Mean squared error over all elements."""
 
@@ -56,16 +64,12 @@ class MSE(Loss):
         return self.diff * (2.0 / self.diff.size)
 
 
-class BinaryCrossEntropy(Loss):
+class BinaryCrossEntropy(_BinaryLoss):
     """Cross-entropy of probabilities (a Sigmoid output) against 0/1 targets, mean over elements.
 
     Probabilities are clipped to [eps, 1 - eps] (eps = 1e-7 in float32, 1e-12 in float64), so a
     confident wrong answer gives a large finite loss instead of inf.
     """
-
-    def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
-        super().check_target(pred_shape, target)
-        _check_probabilities(self, target)
 
     def forward(self, pred: Any, target: Any) -> Any:
         self._check(pred, target)
@@ -79,12 +83,8 @@ class BinaryCrossEntropy(Loss):
         return (self.p - self.target) / (self.p * (1 - self.p) * self.p.size)
 
 
-class BCEWithLogits(Loss):
+class BCEWithLogits(_BinaryLoss):
     """Sigmoid and binary cross-entropy in one, on logits: stable for any logit size."""
-
-    def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
-        super().check_target(pred_shape, target)
-        _check_probabilities(self, target)
 
     def forward(self, pred: Any, target: Any) -> Any:
         self._check(pred, target)
