@@ -1,19 +1,66 @@
-"""The CuPy backend: the base class with ``xp = cupy`` (cuBLAS for matmul, CuPy's elementwise kernels).
+"""The CuPy backend: arrays on a CUDA GPU, matrix products on cuBLAS, and the hot kernels in our own
+CUDA code (kernels/cuda/*.cu through :mod:`backprop.kernels.cuda`, compiled on first use).
 
-Importing this module never touches the GPU; :func:`probe` does, once, when a backend is asked for.
+Importing this module never touches the GPU (nor imports CuPy); :func:`probe` does, once, when a
+backend is asked for. Running out of GPU memory raises :class:`GPUOutOfMemoryError`, which names the
+operation and the array it was working on, the bytes asked for and the memory that was free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from backprop.backends.base import Backend
+from backprop.backends.base import FLOAT_DTYPES, Backend, Pair
+from backprop.kernels import cuda
 
 INSTALL_HINT = "install CuPy for your CUDA version: pip install 'backprop[cuda12]' or 'backprop[cuda13]'"
+
+
+class GPUOutOfMemoryError(MemoryError):
+    """The GPU had too little free memory for an allocation; the message says which and how much."""
+
+
+def _describe(a: Any) -> str:
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        return f"{np.dtype(a.dtype).name} {tuple(a.shape)}"
+    return f"a {type(a).__name__}"
+
+
+def out_of_memory_message(cupy: Any, what: str, exc: BaseException) -> str:
+    """The message of a :class:`GPUOutOfMemoryError` for CuPy's OutOfMemoryError ``exc`` in ``what``."""
+    requested = getattr(exc, "_size", None)
+    asked = f"{requested:,} bytes" if isinstance(requested, int) else "memory"
+    try:
+        device = cupy.cuda.runtime.getDevice()
+        free, total = cupy.cuda.runtime.memGetInfo()
+        free_text = f"{free:,} of {total:,} bytes were free on GPU {device}"
+    except Exception as info_exc:  # noqa: BLE001 - the report must not fail on a sick device
+        free_text = f"the free memory is unknown ({type(info_exc).__name__}: {info_exc})"
+    try:
+        pool = cupy.get_default_memory_pool()
+        pool_text = (f"; CuPy's memory pool holds {pool.total_bytes():,} bytes, {pool.free_bytes():,} of them "
+                     "cached but unused")
+    except Exception:  # noqa: BLE001
+        pool_text = ""
+    return (f"out of GPU memory in {what}: CuPy could not allocate {asked}; {free_text}{pool_text}. Use a "
+            "smaller batch or model, or free arrays you no longer need")
+
+
+@contextlib.contextmanager
+def oom_guard(cupy: Any, operation: str, *arrays: Any) -> Iterator[None]:
+    """Turn CuPy's OutOfMemoryError inside the block into a :class:`GPUOutOfMemoryError` that names
+    ``operation`` and the shapes and dtypes of ``arrays``."""
+    try:
+        yield
+    except cupy.cuda.memory.OutOfMemoryError as exc:
+        what = operation + (f" on {', '.join(_describe(a) for a in arrays)}" if arrays else "")
+        raise GPUOutOfMemoryError(out_of_memory_message(cupy, what, exc)) from None
 
 
 class CupyBackend(Backend):
@@ -23,8 +70,32 @@ class CupyBackend(Backend):
         self.xp = importlib.import_module("cupy")
         super().__init__(*args, **kwargs)
 
+    def _guard(self, operation: str, *arrays: Any) -> contextlib.AbstractContextManager[None]:
+        return oom_guard(self.xp, operation, *arrays)
+
+    @staticmethod
+    def _native(*arrays: Any, in_place: tuple[Any, ...] = ()) -> bool:
+        """Whether the CUDA kernels take these arrays: one float dtype (float32 or float64), and
+        C-contiguous arrays where they are updated in place. Otherwise the reference runs."""
+        dtype = arrays[0].dtype
+        return (dtype in FLOAT_DTYPES and all(a.dtype == dtype for a in arrays)
+                and all(a.flags.c_contiguous for a in in_place))
+
+    # -- arrays -------------------------------------------------------------------------------------
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        with self._guard("asarray", a):
+            return super().asarray(a, dtype)
+
     def to_numpy(self, a: Any) -> np.ndarray:
         return self.xp.asnumpy(a)
+
+    def zeros(self, shape: Any, dtype: Any = None) -> Any:
+        with self._guard(f"zeros({shape}, {np.dtype(self.dtype if dtype is None else dtype).name})"):
+            return super().zeros(shape, dtype)
+
+    def empty(self, shape: Any, dtype: Any = None) -> Any:
+        with self._guard(f"empty({shape}, {np.dtype(self.dtype if dtype is None else dtype).name})"):
+            return super().empty(shape, dtype)
 
     def synchronize(self) -> None:
         self.xp.cuda.Device().synchronize()
@@ -34,10 +105,113 @@ class CupyBackend(Backend):
         self.rng = self.xp.random.RandomState(seed)
 
     def standard_normal(self, shape: Any, dtype: Any = None) -> Any:
-        return self.rng.standard_normal(shape, dtype=self.dtype if dtype is None else dtype)
+        with self._guard(f"standard_normal({shape})"):
+            return self.rng.standard_normal(shape, dtype=self.dtype if dtype is None else dtype)
 
     def uniform(self, shape: Any, dtype: Any = None) -> Any:
-        return self.rng.random_sample(shape, dtype=self.dtype if dtype is None else dtype)
+        with self._guard(f"uniform({shape})"):
+            return self.rng.random_sample(shape, dtype=self.dtype if dtype is None else dtype)
+
+    # -- matrix products and convolution lowering ------------------------------------------------------
+    def matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
+        with self._guard("matmul", a, b):
+            return self.xp.matmul(a, b, out=out)  # cuBLAS; with out=, nothing is allocated
+
+    def im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
+        if not self._native(x):
+            return super().im2col(x, kernel, stride, pad)
+        with self._guard("im2col", x):
+            return cuda.im2col(x, kernel, stride, pad)
+
+    def col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
+        if not self._native(col):
+            return super().col2im(col, x_shape, kernel, stride, pad)
+        with self._guard("col2im", col):
+            return cuda.col2im(col, x_shape, kernel, stride, pad)
+
+    def maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
+        """As the reference, but argmax is int32 (this backend's backward reads its own argmax)."""
+        if not self._native(x):
+            return super().maxpool2d(x, kernel, stride, pad)
+        with self._guard("maxpool2d", x):
+            return cuda.maxpool2d(x, kernel, stride, pad)
+
+    def maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
+                           stride: Pair, pad: Pair) -> Any:
+        if not self._native(dout):
+            return super().maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
+        with self._guard("maxpool2d_backward", dout):
+            return cuda.maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
+
+    # -- activations ---------------------------------------------------------------------------------
+    def _activation(self, name: str, *arrays: Any) -> Any:
+        if not self._native(*arrays):
+            return getattr(super(), name)(*arrays)
+        with self._guard(name, *arrays):
+            return getattr(cuda, name)(*arrays)
+
+    def relu(self, x: Any) -> Any:
+        return self._activation("relu", x)
+
+    def relu_backward(self, dout: Any, y: Any) -> Any:
+        return self._activation("relu_backward", dout, y)
+
+    def sigmoid(self, x: Any) -> Any:
+        return self._activation("sigmoid", x)
+
+    def sigmoid_backward(self, dout: Any, y: Any) -> Any:
+        return self._activation("sigmoid_backward", dout, y)
+
+    def tanh(self, x: Any) -> Any:
+        return self._activation("tanh", x)
+
+    def tanh_backward(self, dout: Any, y: Any) -> Any:
+        return self._activation("tanh_backward", dout, y)
+
+    def softmax(self, x: Any) -> Any:
+        if x.ndim == 0 or x.size == 0:
+            return super().softmax(x)
+        return self._activation("softmax", x)
+
+    def softmax_backward(self, dout: Any, y: Any) -> Any:
+        if dout.ndim == 0 or dout.size == 0:
+            return super().softmax_backward(dout, y)
+        return self._activation("softmax_backward", dout, y)
+
+    def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
+        labels = np.dtype(target.dtype).kind in "iu"
+        if (logits.ndim != 2 or logits.size == 0 or not self._native(logits, *(() if labels else (target,)))):
+            return super().softmax_cross_entropy(logits, target)
+        with self._guard("softmax_cross_entropy", logits, target):
+            return cuda.softmax_cross_entropy(logits, target)
+
+    # -- optimizer updates (in place) ------------------------------------------------------------------
+    def sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
+                   nesterov: bool) -> None:
+        state = () if velocity is None else (velocity,)
+        if not self._native(p, g, *state, in_place=(p, *state)):
+            return super().sgd_update(p, g, velocity, lr, momentum, nesterov)
+        with self._guard("sgd_update", p):
+            cuda.sgd_update(p, g, velocity, lr, momentum, nesterov)
+
+    def adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
+        if not self._native(p, g, sum_sq, in_place=(p, sum_sq)):
+            return super().adagrad_update(p, g, sum_sq, lr, eps)
+        with self._guard("adagrad_update", p):
+            cuda.adagrad_update(p, g, sum_sq, lr, eps)
+
+    def rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
+        if not self._native(p, g, mean_sq, in_place=(p, mean_sq)):
+            return super().rmsprop_update(p, g, mean_sq, lr, rho, eps)
+        with self._guard("rmsprop_update", p):
+            cuda.rmsprop_update(p, g, mean_sq, lr, rho, eps)
+
+    def adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
+                    eps: float, step: int) -> None:
+        if not self._native(p, g, m, v, in_place=(p, m, v)):
+            return super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
+        with self._guard("adam_update", p):
+            cuda.adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
 
 
 def probe() -> str | None:

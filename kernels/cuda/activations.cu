@@ -1,0 +1,42 @@
+// Elementwise activations and their gradients, one thread per element. The backward kernels take the
+// forward output y, as the layers keep it; the formulas (and their order of operations) are those of
+// kernels/reference.py.
+#include "common.cuh"
+
+template <typename T>
+__global__ void relu_forward(const T* __restrict__ x, T* __restrict__ y, idx_t size) {
+  for (idx_t i = thread_index(); i < size; i += grid_stride()) {
+    const T v = x[i];
+    y[i] = (v > 0 || v != v) ? v : T(0);  // max(x, 0), NaN propagating like NumPy's maximum
+  }
+}
+
+template <typename T>
+__global__ void relu_backward(const T* __restrict__ dout, const T* __restrict__ y, T* __restrict__ dx, idx_t size) {
+  for (idx_t i = thread_index(); i < size; i += grid_stride()) dx[i] = (y[i] > 0 ? T(1) : T(0)) * dout[i];
+}
+
+// Without overflow: exp is only taken of -|x|.
+template <typename T>
+__global__ void sigmoid_forward(const T* __restrict__ x, T* __restrict__ y, idx_t size) {
+  for (idx_t i = thread_index(); i < size; i += grid_stride()) {
+    const T v = x[i], e = bp_exp(-bp_abs(v));
+    y[i] = v >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
+  }
+}
+
+template <typename T>
+__global__ void sigmoid_backward(const T* __restrict__ dout, const T* __restrict__ y, T* __restrict__ dx,
+                                 idx_t size) {
+  for (idx_t i = thread_index(); i < size; i += grid_stride()) dx[i] = dout[i] * y[i] * (T(1) - y[i]);
+}
+
+template <typename T>
+__global__ void tanh_forward(const T* __restrict__ x, T* __restrict__ y, idx_t size) {
+  for (idx_t i = thread_index(); i < size; i += grid_stride()) y[i] = bp_tanh(x[i]);
+}
+
+template <typename T>
+__global__ void tanh_backward(const T* __restrict__ dout, const T* __restrict__ y, T* __restrict__ dx, idx_t size) {
+  for (idx_t i = thread_index(); i < size; i += grid_stride()) dx[i] = dout[i] * (T(1) - y[i] * y[i]);
+}

@@ -1,0 +1,83 @@
+// Row-wise softmax, its backward, and softmax-cross-entropy (loss and gradient in one kernel).
+//
+// One thread per row of `cols` values, in a grid-stride loop over the rows: the classifier heads this
+// library trains have a few to a few hundred classes, where a row fits one thread's loop; this keeps
+// the kernels free of shared memory and synchronisation (and so checkable by the CPU harness).
+#include "common.cuh"
+
+// y = exp(x - max) / sum(exp(x - max)) along each row.
+template <typename T>
+__global__ void softmax_forward(const T* __restrict__ x, T* __restrict__ y, idx_t rows, idx_t cols) {
+  for (idx_t r = thread_index(); r < rows; r += grid_stride()) {
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    T top = xr[0];
+    for (idx_t j = 1; j < cols; ++j) top = xr[j] > top ? xr[j] : top;
+    T sum = 0;
+    for (idx_t j = 0; j < cols; ++j) {
+      yr[j] = bp_exp(xr[j] - top);
+      sum += yr[j];
+    }
+    for (idx_t j = 0; j < cols; ++j) yr[j] /= sum;
+  }
+}
+
+// dx = y * (dout - <dout, y>) along each row.
+template <typename T>
+__global__ void softmax_backward(const T* __restrict__ dout, const T* __restrict__ y, T* __restrict__ dx,
+                                 idx_t rows, idx_t cols) {
+  for (idx_t r = thread_index(); r < rows; r += grid_stride()) {
+    const idx_t base = r * cols;
+    T dot = 0;
+    for (idx_t j = 0; j < cols; ++j) dot += dout[base + j] * y[base + j];
+    for (idx_t j = 0; j < cols; ++j) dx[base + j] = y[base + j] * (dout[base + j] - dot);
+  }
+}
+
+// Cross-entropy of softmax(logits) against one label per row (0 <= label < cols), through
+// log-sum-exp. Writes the row's loss log(sum exp(shifted)) - shifted[label] to row_loss (NaN for a
+// label out of range) and the row's gradient (softmax - onehot) / n to grad; the mean loss is the sum
+// of row_loss divided by n.
+template <typename T>
+__global__ void softmax_xent_labels(const T* __restrict__ logits, const long long* __restrict__ labels,
+                                    T* __restrict__ grad, T* __restrict__ row_loss, idx_t rows, idx_t cols, T n) {
+  for (idx_t r = thread_index(); r < rows; r += grid_stride()) {
+    const T* z = logits + r * cols;
+    T* g = grad + r * cols;
+    T top = z[0];
+    for (idx_t j = 1; j < cols; ++j) top = z[j] > top ? z[j] : top;
+    T sum = 0;
+    for (idx_t j = 0; j < cols; ++j) sum += bp_exp(z[j] - top);
+    const long long label = labels[r];
+    const bool valid = label >= 0 && label < cols;
+    for (idx_t j = 0; j < cols; ++j) {
+      T v = bp_exp(z[j] - top) / sum;
+      if (j == label) v -= T(1);
+      g[j] = v / n;
+    }
+    row_loss[r] = valid ? bp_log(sum) - (z[label] - top) : quiet_nan<T>();
+  }
+}
+
+// The same against probability rows: row loss sum_j target_j * (log_z - shifted_j), gradient
+// (softmax - target) / n.
+template <typename T>
+__global__ void softmax_xent_probs(const T* __restrict__ logits, const T* __restrict__ target, T* __restrict__ grad,
+                                   T* __restrict__ row_loss, idx_t rows, idx_t cols, T n) {
+  for (idx_t r = thread_index(); r < rows; r += grid_stride()) {
+    const idx_t base = r * cols;
+    const T* z = logits + base;
+    T top = z[0];
+    for (idx_t j = 1; j < cols; ++j) top = z[j] > top ? z[j] : top;
+    T sum = 0;
+    for (idx_t j = 0; j < cols; ++j) sum += bp_exp(z[j] - top);
+    const T log_z = bp_log(sum);
+    T loss = 0;
+    for (idx_t j = 0; j < cols; ++j) {
+      const T shifted = z[j] - top;
+      loss += target[base + j] * (log_z - shifted);
+      grad[base + j] = (bp_exp(shifted) / sum - target[base + j]) / n;
+    }
+    row_loss[r] = loss;
+  }
+}
