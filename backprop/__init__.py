@@ -35,6 +35,7 @@ from backprop.optim import SGD, AdaGrad, Adam, AdamW, Momentum, Optimizer, RMSPr
 from backprop.parameter import Parameter
 from backprop.schedules import CosineAnnealingLR, ExponentialLR, LRScheduler, StepLR
 from backprop.training import TrainingDivergedError
+from backprop import zoo  # the model zoo: bp.zoo.simple_conv_net(), ...
 
 __version__ = "0.1.0"
 
@@ -45,5 +46,5 @@ __all__ = [
     "LRScheduler", "Layer", "Linear", "Loss", "MaxPool2D", "Momentum", "Optimizer", "Parameter",
     "RMSProp", "ReLU", "Sequential", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "StepLR", "Tanh",
     "TrainingDivergedError", "available_backends", "clip_grad_norm", "get_backend", "gradcheck",
-    "manual_seed", "use_backend",
+    "manual_seed", "use_backend", "zoo",
 ]

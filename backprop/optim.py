@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from backprop.parameter import Parameter
 
 
@@ -61,6 +63,31 @@ class Optimizer:
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad[...] = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs: ``lr``, ``steps`` and host copies of every parameter's state
+        arrays, keyed "INDEX.NAME" by the parameter's position in ``params``."""
+        arrays = {f"{i}.{k}": np.array(p.backend.to_numpy(v)) for i, p in enumerate(self.params)
+                  for k, v in p.state.items()}
+        return {"type": type(self).__name__, "lr": self.lr, "steps": self.steps, "state": arrays}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; everything is checked before anything changes."""
+        if state.get("type") != type(self).__name__:
+            raise ValueError(f"optimizer state is for {state.get('type')}, not {type(self).__name__}")
+        staged: dict[int, dict[str, Any]] = {}
+        for key, a in state["state"].items():
+            index, _, name = key.partition(".")
+            if not index.isdigit() or int(index) >= len(self.params) or not name:
+                raise ValueError(f"optimizer state {key!r} names no parameter of this optimizer")
+            p = self.params[int(index)]
+            if tuple(a.shape) != p.shape:
+                raise ValueError(f"optimizer state {key!r} has shape {tuple(a.shape)}, the parameter {p.shape}")
+            staged.setdefault(int(index), {})[name] = p.backend.asarray(a, dtype=p.dtype)
+        for i, p in enumerate(self.params):
+            p.state = staged.get(i, {})
+        self.lr = float(state["lr"])
+        self.steps = int(state["steps"])
 
     @staticmethod
     def state(p: Parameter, name: str) -> Any:

@@ -1,4 +1,7 @@
-"""Mini-batches from in-memory arrays: seeded shuffling, optional ``drop_last``, moved to a backend."""
+"""Mini-batches from in-memory arrays: seeded shuffling, ``drop_last``, normalization, one-hot labels,
+and a device-resident mode that moves the whole dataset to the backend once (so a GPU is not fed
+batch by batch over the bus).
+"""
 
 from __future__ import annotations
 
@@ -16,34 +19,102 @@ class DataLoader:
     Each epoch (each ``iter``) draws a new order from a generator seeded once with ``seed``, so two
     loaders with the same seed give the same batches. With ``backend`` the batches are put on it
     (floating data in the backend's dtype).
+
+    ``scale`` and ``normalize=(mean, std)`` turn x into floats, ``(x * scale - mean) / std``, batch by
+    batch on the backend: uint8 images travel as bytes and become floats there. ``one_hot=K`` turns
+    integer labels into (N, K) float rows. ``resident=True`` (needs ``backend``) copies x and y to the
+    backend once, up front, and cuts every batch there.
     """
 
     def __init__(self, x: Any, y: Any = None, batch_size: int | None = None, shuffle: bool = True,
-                 seed: int | None = None, drop_last: bool = False, backend: Backend | None = None) -> None:
+                 seed: int | None = None, drop_last: bool = False, backend: Backend | None = None, *,
+                 scale: float | None = None, normalize: tuple[float, float] | None = None,
+                 one_hot: int | None = None, resident: bool = False) -> None:
         if y is not None and len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
         if len(x) == 0:
             raise ValueError("no samples to iterate over")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        self.x, self.y = x, y
+        if normalize is not None and (len(normalize) != 2 or not normalize[1] > 0):
+            raise ValueError(f"normalize must be (mean, std) with std > 0, got {normalize!r}")
+        if resident and backend is None:
+            raise ValueError("resident=True needs a backend to keep the data on: pass backend=...")
+        if one_hot is not None:
+            self._check_labels(y, one_hot)
         self.batch_size = len(x) if batch_size is None else min(batch_size, len(x))
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.backend = backend
+        self.one_hot = one_hot
+        self.resident = resident
+        # (x * scale - mean) / std as one multiply-add: x * a - b
+        mean, std = normalize if normalize is not None else (0.0, 1.0)
+        self._affine = None if scale is None and normalize is None else ((scale or 1.0) / std, mean / std)
+        self.x = backend.asarray(x) if resident else x
+        self.y = backend.asarray(y) if resident and y is not None else y
         self.rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def _check_labels(y: Any, classes: int) -> None:
+        if y is None:
+            raise ValueError("one_hot needs labels y")
+        if not isinstance(classes, int) or classes < 1:
+            raise ValueError(f"one_hot must be the number of classes, a positive int, got {classes!r}")
+        if np.dtype(y.dtype).kind not in "iu" or y.ndim != 1:
+            raise ValueError(f"one_hot needs integer labels of shape (N,), got {y.dtype} {tuple(y.shape)}")
+        if int(y.min()) < 0 or int(y.max()) >= classes:
+            raise ValueError(f"labels must lie in [0, {classes - 1}] for one_hot={classes}, got values in "
+                             f"[{int(y.min())}, {int(y.max())}]")
 
     def __len__(self) -> int:
         n, b = len(self.x), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
-    def _put(self, a: Any) -> Any:
-        return a if self.backend is None else self.backend.asarray(a)
+    def order(self) -> np.ndarray | None:
+        """The sample order of the next epoch (None: in order); draws from the generator when shuffling."""
+        return self.rng.permutation(len(self.x)) if self.shuffle else None
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+    def batches(self, order: np.ndarray | None = None, start: int = 0) -> Iterator[tuple[Any, Any]]:
+        """The batches of one epoch in ``order`` (from :meth:`order`), from batch number ``start`` on."""
         n = len(self.x)
-        order = self.rng.permutation(n) if self.shuffle else None
-        for i in range(len(self)):
+        for i in range(start, len(self)):
             sl = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
             idx = sl if order is None else order[sl]
-            yield self._put(self.x[idx]), None if self.y is None else self._put(self.y[idx])
+            if self.resident and order is not None:
+                idx = self.backend.xp.asarray(idx)  # type: ignore[union-attr]
+            yield self._x(self.x[idx]), None if self.y is None else self._y(self.y[idx])
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return self.batches(self.order())
+
+    def _put(self, a: Any) -> Any:
+        return a if self.backend is None or self.resident else self.backend.asarray(a)
+
+    def _x(self, xb: Any) -> Any:
+        xb = self._put(xb)
+        if self._affine is None:
+            return xb
+        dtype = self.backend.dtype if self.backend is not None else np.dtype(np.float32)
+        a, b = self._affine
+        xb = xb.astype(dtype) if xb.dtype != dtype else xb.copy()  # never scale the caller's array
+        xb *= dtype.type(a)
+        if b:
+            xb -= dtype.type(b)
+        return xb
+
+    def _y(self, yb: Any) -> Any:
+        yb = self._put(yb)
+        if self.one_hot is None:
+            return yb
+        xp = np if self.backend is None else self.backend.xp
+        dtype = self.backend.dtype if self.backend is not None else np.dtype(np.float32)
+        return xp.eye(self.one_hot, dtype=dtype)[yb]
+
+    # -- state, for exact resumption --------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The shuffling generator's state (JSON-able): restoring it repeats the following epochs."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]

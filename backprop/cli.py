@@ -1,0 +1,320 @@
+"""The ``backprop`` command: ``train`` a zoo model on MNIST or Fashion-MNIST, ``eval`` a checkpoint,
+``plot`` a run's curves, and ``info`` about this machine (versions, backends, GPU, BLAS, threads).
+
+Errors a user can fix (bad arguments, missing files, an unusable backend) end with a one-line message
+and exit status 2 or 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from backprop.backends import BackendUnavailableError, available_backends, get_backend, known_backends
+from backprop.checkpoint import CheckpointError
+from backprop.data.download import DownloadError
+from backprop.data.idx import IdxError
+from backprop.data.mnist import DATASETS, DatasetNotFoundError
+from backprop.training import TrainingDivergedError
+from backprop.zoo import MODELS
+
+DATASET_CHOICES = (*DATASETS, "mnist-subset")
+BACKENDS = (*known_backends(), "auto")
+# Expected user errors: reported in one line, exit status 1.
+USER_ERRORS = (BackendUnavailableError, CheckpointError, DatasetNotFoundError, DownloadError, IdxError,
+               TrainingDivergedError, FileNotFoundError, FileExistsError, ValueError)
+
+
+def _say(line: str) -> None:
+    tqdm.write(line)  # keeps a running progress bar intact
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else _positive_float(text)
+
+
+# -- train ------------------------------------------------------------------------------------------
+# Options that define a run; with --resume they come from the run's config.json instead.
+RUN_OPTIONS = ("model", "dataset", "optimizer", "lr", "weight_decay", "batch_size", "seed", "dtype",
+               "train_limit", "test_limit")
+
+
+def _add_train(sub: Any) -> None:
+    from backprop.runs import OPTIMIZERS, RunConfig
+
+    d = RunConfig()
+    p = sub.add_parser("train", help="train a zoo model, writing a run folder",
+                       description="Train a model from the zoo; after every epoch the run folder gets a "
+                                   "checkpoint, the weights and the metrics.")
+    p.add_argument("--model", choices=MODELS, help=f"architecture (default {d.model})")
+    p.add_argument("--dataset", choices=DATASET_CHOICES,
+                   help=f"default {d.dataset}; without its files, mnist falls back to the embedded subset")
+    p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files (default: $BACKPROP_DATA, "
+                                                     "then the cache)")
+    p.add_argument("--download", action="store_true", help="download the dataset into the cache if it is missing")
+    p.add_argument("--backend", choices=BACKENDS, help=f"default {d.backend}: a working GPU, else the CPU")
+    p.add_argument("--dtype", choices=("float32", "float64"), help=f"default {d.dtype}")
+    p.add_argument("--epochs", type=_positive_int, help=f"total epochs (default {d.epochs}); with --resume, "
+                                                        "a new total")
+    p.add_argument("--batch-size", type=_positive_int, help=f"default {d.batch_size}")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {d.optimizer}")
+    p.add_argument("--lr", type=_positive_float, help=f"learning rate (default {d.lr:g})")
+    p.add_argument("--weight-decay", type=_nonneg_float, help=f"default {d.weight_decay:g}")
+    p.add_argument("--seed", type=int, help=f"seeds weights, shuffling and dropout (default {d.seed})")
+    p.add_argument("--train-limit", type=_positive_int, metavar="N", help="train on the first N images only")
+    p.add_argument("--test-limit", type=_positive_int, metavar="N", help="test on the first N images only")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--run-dir", metavar="DIR", help="where to write the run (default runs/MODEL-DATASET-TIME)")
+    where.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    p.add_argument("--plot", action="store_true", help="write the loss and accuracy curves as a PNG (needs "
+                                                       "matplotlib: pip install 'backprop[plot]')")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_train)
+
+
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from backprop.runs import EMBEDDED, PLOT, Interrupted, RunConfig, plot_metrics, read_config, train
+
+    if args.resume:
+        given = [f"--{o.replace('_', '-')}" for o in RUN_OPTIONS if getattr(args, o) is not None]
+        if given:
+            parser.error(f"{', '.join(given)} cannot change on --resume: the run's config.json fixes them "
+                         "(only --epochs, --backend, --data-dir, --plot and --no-progress may be given)")
+        run_dir = Path(args.resume)
+        config = read_config(run_dir)
+        if args.data_dir:
+            if config.data_source == EMBEDDED:
+                parser.error("the run trained on the embedded subset: --data-dir cannot change its data")
+            config.data_source = None  # the files have moved: read them from --data-dir
+    else:
+        config = RunConfig(**{o: getattr(args, o) for o in RUN_OPTIONS if getattr(args, o) is not None})
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+            if (run_dir / "checkpoint.npz").exists():
+                raise FileExistsError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+                                      "or choose another --run-dir")
+        else:
+            run_dir = Path("runs") / f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.epochs is not None:
+        config.epochs = args.epochs
+    if args.backend is not None:
+        config.backend = args.backend
+    try:
+        history = train(config, run_dir, resume=bool(args.resume), data_dir=args.data_dir, download=args.download,
+                        progress=not args.no_progress, say=_say)
+        status = 0
+    except Interrupted as exc:
+        _say(f"{exc}; checkpoint saved. Continue with: backprop train --resume {run_dir}")
+        from backprop.runs import read_checkpoint
+        history = read_checkpoint(run_dir)[1]["history"]
+        status = 130
+    if args.plot and history:
+        try:
+            _say(f"curves: {plot_metrics(history, run_dir / PLOT, f'{config.model} on {config.dataset}')}")
+        except ImportError as exc:
+            _say(str(exc))
+    if status == 0:
+        _say(f"run folder: {run_dir} (config.json, checkpoint.npz, model.npz, metrics.csv, metrics.json)")
+    return status
+
+
+# -- eval -------------------------------------------------------------------------------------------
+def _add_eval(sub: Any) -> None:
+    p = sub.add_parser("eval", help="accuracy and confusion matrix of a checkpoint on its test set",
+                       description="Evaluate a run's checkpoint on the test split of its dataset.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a run folder or its checkpoint.npz")
+    p.add_argument("--data-dir", metavar="DIR", help="read the dataset from DIR instead of where the run found it")
+    p.add_argument("--backend", choices=BACKENDS, help="default: the run's")
+    p.set_defaults(run=_eval)
+
+
+def format_confusion(confusion: np.ndarray, classes: Sequence[str]) -> str:
+    """The confusion matrix as a table: rows are true classes, columns predicted ones, plus recall."""
+    labels = [c if len(c) <= 5 else c[:5] for c in classes]
+    width = max(5, len(str(int(confusion.max()))) + 1)
+    lines = ["true \\ pred " + "".join(f"{lab:>{width}}" for lab in labels) + "  recall"]
+    for i, (lab, row) in enumerate(zip(labels, confusion)):
+        recall = row[i] / max(1, row.sum())
+        lines.append(f"{lab:>11} " + "".join(f"{int(v):>{width}}" for v in row) + f"  {100 * recall:5.1f}%")
+    return "\n".join(lines)
+
+
+def _eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from backprop.runs import RunConfig, build, evaluate, load_data, load_weights, loaders, read_checkpoint
+
+    arrays, meta = read_checkpoint(args.checkpoint)
+    config = RunConfig.from_dict(meta["config"])
+    config.test_limit = None
+    if args.data_dir:
+        config.data_source = None
+    if args.backend:
+        config.backend = args.backend
+    backend = get_backend(config.backend, config.dtype)
+    data = load_data(config, args.data_dir, say=_say)
+    _, test_loader = loaders(data, config, backend)
+    model, _ = build(config, backend, len(data.spec.classes))
+    load_weights(model, arrays, meta)
+    loss, accuracy, confusion = evaluate(model, test_loader, len(data.spec.classes))
+    epochs = meta["progress"]["epoch"]
+    print(f"{config.model} after {epochs} epoch{'s' * (epochs != 1)}, on the {len(data.x_test):,} test images of "
+          f"{data.spec.title} ({data.source}), backend {backend.name}")
+    print(f"accuracy {100 * accuracy:.2f}%  loss {loss:.4f}  errors {int(confusion.sum() - np.trace(confusion))}")
+    print(format_confusion(confusion, data.spec.classes))
+    return 0
+
+
+# -- plot -------------------------------------------------------------------------------------------
+def _add_plot(sub: Any) -> None:
+    p = sub.add_parser("plot", help="draw a run's loss and accuracy curves as a PNG")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("-o", "--output", help="PNG to write (default RUN_DIR/curves.png)")
+    p.set_defaults(run=_plot)
+
+
+def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import json
+
+    from backprop.runs import METRICS_JSON, PLOT, plot_metrics, read_config
+
+    run_dir = Path(args.run_dir)
+    config = read_config(run_dir)
+    metrics = run_dir / METRICS_JSON
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {METRICS_JSON} yet: it has not finished an epoch")
+    try:
+        path = plot_metrics(json.loads(metrics.read_text()), Path(args.output or run_dir / PLOT),
+                            f"{config.model} on {config.dataset}")
+    except ImportError as exc:
+        print(f"backprop plot: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+# -- info -------------------------------------------------------------------------------------------
+def _version(module: str) -> str:
+    if importlib.util.find_spec(module) is None:
+        return "not installed"
+    try:
+        return str(getattr(importlib.import_module(module), "__version__", "installed"))
+    except Exception as exc:  # a broken install should not break `info`
+        return f"installed but fails to import ({type(exc).__name__}: {exc})"
+
+
+def _blas_lines() -> list[str]:
+    """The BLAS NumPy uses and its threads: from threadpoolctl when installed, else numpy's config."""
+    if importlib.util.find_spec("threadpoolctl") is not None:
+        from threadpoolctl import threadpool_info
+        return [f"{p.get('internal_api', '?')} {p.get('version') or ''} ({p.get('user_api')}, "
+                f"{p.get('num_threads')} threads, {p.get('filepath')})" for p in threadpool_info()]
+    try:
+        config = np.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        return [f"{blas.get('name', '?')} {blas.get('version', '')} (threads: install threadpoolctl to see them)"]
+    except Exception:  # older NumPy without mode="dicts", or a layout change
+        return ["unknown (run python -c 'import numpy; numpy.show_config()')"]
+
+
+def _gpu_lines() -> list[str]:
+    if available_backends().get("cupy") is not None:
+        return ["none usable (see the cupy backend above)"]
+    try:
+        import cupy
+        lines = []
+        for i in range(cupy.cuda.runtime.getDeviceCount()):
+            props = cupy.cuda.runtime.getDeviceProperties(i)
+            name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+            with cupy.cuda.Device(i):
+                free, total = cupy.cuda.runtime.memGetInfo()
+            lines.append(f"{i}: {name}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free), compute capability "
+                         f"{props['major']}.{props['minor']}")
+        cuda = cupy.cuda.runtime.runtimeGetVersion()
+        return [*lines, f"CUDA runtime {cuda // 1000}.{cuda % 1000 // 10}"]
+    except Exception as exc:
+        return [f"could not query the GPU: {type(exc).__name__}: {exc}"]
+
+
+def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import backprop
+
+    print(f"backprop {backprop.__version__} ({Path(backprop.__file__).parent})")
+    print(f"Python {platform.python_version()} on {platform.platform()}")
+    for module in ("numpy", "tqdm", "matplotlib", "numba", "cupy", "threadpoolctl"):
+        print(f"  {module:14} {_version(module)}")
+    print("backends:")
+    for name, reason in available_backends().items():
+        print(f"  {name:8} {'available' if reason is None else 'unavailable: ' + reason}")
+    default = os.environ.get("BACKPROP_BACKEND")
+    print(f"  default for new layers: {default or 'numpy'}{' (from $BACKPROP_BACKEND)' if default else ''}")
+    print("GPU:")
+    for line in _gpu_lines():
+        print(f"  {line}")
+    print("BLAS:")
+    for line in _blas_lines():
+        print(f"  {line}")
+    print(f"threads: {os.cpu_count()} CPUs" + "".join(
+        f", {v}={os.environ[v]}" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                           "NUMBA_NUM_THREADS") if v in os.environ))
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backprop", description="Deep learning from scratch: train, evaluate "
+                                     "and inspect models from the backprop zoo.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_eval(sub)
+    _add_plot(sub)
+    info = sub.add_parser("info", help="versions, backends and why each is (un)available, GPU, BLAS, threads")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 error, 2 bad arguments, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args, parser)
+    except KeyboardInterrupt:
+        print("\naborted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        print(f"backprop {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The ``backprop`` command line: a short training run, exact resumption, Ctrl-C, eval, plot, info,
+and argparse-style errors for bad arguments."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backprop.checkpoint import load_arrays
+from backprop.cli import main
+from backprop.optim import Optimizer
+
+# A few seconds each: a slice of the embedded subset.
+SMALL = ["--backend", "numpy", "--train-limit", "300", "--test-limit", "100", "--batch-size", "50", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    """Runs use the embedded subset, whatever the machine has in $BACKPROP_DATA or its cache."""
+    monkeypatch.delenv("BACKPROP_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def run_files(run_dir: Path) -> dict[str, np.ndarray]:
+    arrays, _ = load_arrays(run_dir / "checkpoint.npz")
+    return arrays
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    left, right = run_files(a), run_files(b)
+    assert sorted(left) == sorted(right)
+    assert any(k.startswith("optim/") for k in left)
+    for name in left:
+        np.testing.assert_array_equal(left[name], right[name], err_msg=name)
+    meta_a, meta_b = load_arrays(a / "checkpoint.npz")[1], load_arrays(b / "checkpoint.npz")[1]
+    for key in ("optimizer", "loader", "backend_rng", "progress"):
+        assert meta_a[key] == meta_b[key], key
+    drop = ("seconds", "images_per_s", "eval_seconds")
+    assert ([{k: v for k, v in row.items() if k not in drop} for row in meta_a["history"]]
+            == [{k: v for k, v in row.items() if k not in drop} for row in meta_b["history"]])
+
+
+def test_train_smoke(tmp_path, capsys):
+    assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "using the embedded MNIST subset" in out
+    assert "epoch 1/1  loss" in out and "test acc" in out and "img/s" in out
+    run = tmp_path / "run"
+    for name in ("config.json", "checkpoint.npz", "model.npz", "metrics.csv", "metrics.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert len(rows) == 1 and 0 <= float(rows[0]["test_acc"]) <= 1 and float(rows[0]["images_per_s"]) > 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "simpleconvnet" and config["data_source"] == "embedded subset"
+    assert not list(run.glob(".*tmp"))  # atomic writes leave no temporaries
+    import backprop as bp
+    bp.zoo.simple_conv_net().load(run / "model.npz")  # the weights load into a fresh zoo model
+
+
+@pytest.mark.parametrize("model", ["simpleconvnet", "deepconvnet"])  # deepconvnet: Dropout's generator too
+def test_resume_equals_uninterrupted_training(tmp_path, model):
+    common = ["--model", model, "--seed", "3", *SMALL]
+    assert main(["train", "--epochs", "2", "--run-dir", "straight", *common]) == 0
+    assert main(["train", "--epochs", "1", "--run-dir", "split", *common]) == 0
+    assert main(["train", "--resume", "split", "--epochs", "2", "--no-progress"]) == 0
+    assert_same_state(tmp_path / "straight", tmp_path / "split")
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(tmp_path, monkeypatch, capsys):
+    assert main(["train", "--epochs", "2", "--run-dir", "straight", *SMALL]) == 0
+    step = Optimizer.step
+    calls = {"n": 0}
+
+    def step_then_ctrl_c(self):
+        step(self)
+        calls["n"] += 1
+        if calls["n"] == 8:  # epoch 2, batch 2 of 6
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Optimizer, "step", step_then_ctrl_c)
+    assert main(["train", "--epochs", "2", "--run-dir", "cut", *SMALL]) == 130
+    out = capsys.readouterr().out
+    assert "stopped in epoch 2 after batch 2/6" in out and "--resume cut" in out
+    assert load_arrays(tmp_path / "cut" / "checkpoint.npz")[1]["progress"]["batch"] == 2
+    monkeypatch.setattr(Optimizer, "step", step)
+    assert main(["train", "--resume", "cut", "--no-progress"]) == 0
+    assert_same_state(tmp_path / "straight", tmp_path / "cut")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_resume_of_a_finished_run_says_so(capsys):
+    assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
+    assert main(["train", "--resume", "run", "--no-progress"]) == 0
+    assert "already trained 1 epochs" in capsys.readouterr().out
+
+
+def test_eval_prints_accuracy_and_confusion_matrix(capsys):
+    assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["eval", "run/checkpoint.npz", "--backend", "numpy"]) == 0
+    out = capsys.readouterr().out
+    assert "on the 1,000 test images of MNIST" in out and "accuracy" in out
+    table = [line for line in out.splitlines() if line.strip().endswith("%") and "accuracy" not in line]
+    assert len(table) == 10
+    counts = [int(v) for line in table for v in line.split()[1:-1]]
+    assert sum(counts) == 1000  # every test image lands in one cell
+    assert main(["eval", "run"]) == 0  # a run folder works as well
+
+
+def test_plot(tmp_path, capsys, monkeypatch):
+    assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert main(["plot", "run"]) == 1
+    assert "pip install 'backprop[plot]'" in capsys.readouterr().err
+    assert main(["train", "--resume", "run", "--epochs", "2", "--plot", "--no-progress"]) == 0
+    assert "pip install 'backprop[plot]'" in capsys.readouterr().out
+    monkeypatch.undo()
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    assert main(["plot", "run", "-o", "curves.png"]) == 0
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--epochs", "0"], "expected a positive integer"),
+    (["train", "--lr", "fast"], "expected a positive number"),
+    (["train", "--lr", "-1"], "expected a positive number"),
+    (["train", "--model", "resnet"], "invalid choice"),
+    (["train", "--backend", "tpu"], "invalid choice"),
+    (["train", "--dataset", "cifar"], "invalid choice"),
+    (["train", "--resume", "x", "--run-dir", "y"], "not allowed with"),
+    (["train", "--resume", "x", "--lr", "0.1"], "--lr cannot change on --resume"),
+    (["eval"], "required"),
+    ([], "required"),
+])
+def test_bad_arguments_are_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--resume", "nowhere"], "not a run folder"),
+    (["eval", "missing.npz"], "no checkpoint at"),
+    (["train", "--dataset", "fashion-mnist", *SMALL], "Fashion-MNIST not found"),
+    (["train", "--data-dir", "empty", *SMALL], "MNIST files not found in empty"),
+])
+def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_an_existing_run_is_not_overwritten(capsys):
+    assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
+    assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 1
+    assert "--resume run" in capsys.readouterr().err
+
+
+def test_eval_of_plain_weights_explains(tmp_path, capsys):
+    import backprop as bp
+    bp.zoo.mlp().save(tmp_path / "weights.npz")
+    assert main(["eval", "weights.npz"]) == 1
+    assert "Sequential.load" in capsys.readouterr().err
+
+
+def test_console_entry_points_without_a_gpu(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("BACKPROP_DATA", "CUDA_VISIBLE_DEVICES")}
+    env["CUDA_VISIBLE_DEVICES"] = ""  # as on a machine without a GPU
+    info = subprocess.run([sys.executable, "-m", "backprop", "info"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert info.returncode == 0, info.stderr
+    for expected in ("backprop 0.1.0", "numpy", "backends:", "GPU:", "BLAS:", "threads:"):
+        assert expected in info.stdout
+    assert "numpy    available" in info.stdout
+    helped = subprocess.run([sys.executable, "-m", "backprop", "train", "--help"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert helped.returncode == 0 and "--resume RUN_DIR" in helped.stdout
