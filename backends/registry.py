@@ -1,8 +1,8 @@
 """Which backends exist, which of them can run here, and which one is current.
 
-Backends are named "numpy", "cupy" (and later "numba"); "auto" means the fastest that really works:
-a GPU if one runs a test kernel, else the CPU. Availability is probed lazily, once per process, so
-importing backprop never touches a GPU.
+Backends are named "numpy", "numba" and "cupy"; "auto" means the fastest that really works: a GPU if
+one runs a test kernel, else Numba if it is installed, else NumPy. Availability is probed lazily, once
+per process, so importing backprop never touches a GPU.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ ENV_VAR = "BACKPROP_BACKEND"
 # name -> (module under backprop.backends, class name); "auto" tries them in this order.
 _BACKENDS: dict[str, tuple[str, str]] = {
     "cupy": ("cupy_backend", "CupyBackend"),
+    "numba": ("numba_backend", "NumbaBackend"),
     "numpy": ("numpy_backend", "NumpyBackend"),
 }
 

@@ -24,15 +24,22 @@ def test_unavailable_backend_raises_with_install_hint(monkeypatch):
         bp.get_backend("cupy")
 
 
+def cpu_choice():
+    return "numba" if bp.available_backends()["numba"] is None else "numpy"
+
+
 def test_auto_falls_back_to_the_cpu_when_no_gpu_works(monkeypatch):
     monkeypatch.setitem(registry._reasons, "cupy", "CuPy is installed but CUDA does not work: no driver")
     with pytest.warns(UserWarning, match="no usable GPU"):
-        assert bp.get_backend("auto").name == "numpy"
+        assert bp.get_backend("auto").name == cpu_choice()
 
 
-def test_auto_prefers_a_working_gpu():
-    expected = "cupy" if bp.available_backends()["cupy"] is None else "numpy"
+def test_auto_prefers_a_working_gpu_then_numba_then_numpy(monkeypatch):
+    expected = "cupy" if bp.available_backends()["cupy"] is None else cpu_choice()
     assert bp.get_backend("auto").name == expected
+    monkeypatch.setitem(registry._reasons, "cupy", "CuPy is not installed")
+    monkeypatch.setitem(registry._reasons, "numba", "Numba is not installed")
+    assert bp.get_backend("auto").name == "numpy"
 
 
 def test_unknown_backend_name_lists_the_choices():

@@ -8,6 +8,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backprop.backends import get_backend
 from backprop.kernels.reference import conv_output_size
@@ -212,3 +214,99 @@ def test_pool_kernels_parity_with_reference(accel_backend, rng):
         dx = accel_backend.maxpool2d_backward(accel_backend.asarray(d), arg, shape, kernel, stride, pad)
         np.testing.assert_allclose(host(accel_backend, dx),
                                    ref.maxpool2d_backward(d, arg_ref, shape, kernel, stride, pad), rtol=1e-6)
+
+
+# -- parity on shapes drawn by hypothesis: every awkward combination, both dtypes --------------------
+
+@st.composite
+def window_cases(draw, pool=False):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph = draw(st.integers(0, kh // 2 if pool else 2))
+    pw = draw(st.integers(0, kw // 2 if pool else 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 9))
+    w = draw(st.integers(max(1, kw - 2 * pw), 9))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), h, w)
+    stride = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))  # stride > kernel included
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return shape, (kh, kw), stride, (ph, pw), dtype, draw(st.integers(0, 2**31))
+
+
+PARITY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@PARITY
+@given(case=window_cases())
+def test_conv_kernels_parity_hypothesis(accel_backend, case):
+    shape, kernel, stride, pad, dtype, seed = case
+    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    col_ref = ref.im2col(x, kernel, stride, pad)
+    np.testing.assert_array_equal(host(b, b.im2col(b.asarray(x), kernel, stride, pad)), col_ref)
+    c = np.random.default_rng(seed + 1).standard_normal(col_ref.shape).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(host(b, b.col2im(b.asarray(c), shape, kernel, stride, pad)),
+                               ref.col2im(c, shape, kernel, stride, pad), rtol=tol, atol=tol)
+
+
+@PARITY
+@given(case=window_cases(pool=True))
+def test_pool_kernels_parity_hypothesis(accel_backend, case):
+    shape, kernel, stride, pad, dtype, seed = case
+    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, shape).astype(dtype)  # small integers: plenty of ties
+    out_ref, arg_ref = ref.maxpool2d(x, kernel, stride, pad)
+    out, arg = b.maxpool2d(b.asarray(x), kernel, stride, pad)
+    np.testing.assert_array_equal(host(b, out), out_ref)
+    d = rng.standard_normal(out_ref.shape).astype(dtype)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(host(b, b.maxpool2d_backward(b.asarray(d), arg, shape, kernel, stride, pad)),
+                               ref.maxpool2d_backward(d, arg_ref, shape, kernel, stride, pad), rtol=tol, atol=tol)
+
+
+@PARITY
+@given(n=st.integers(1, 40), k=st.integers(1, 12), onehot=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
+def test_elementwise_and_softmax_kernels_parity_hypothesis(accel_backend, n, k, onehot, dtype, seed):
+    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    rng = np.random.default_rng(seed)
+    x, d = (rng.standard_normal((n, k)) * 5).astype(dtype), rng.standard_normal((n, k)).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for name in ("relu", "sigmoid", "tanh", "softmax"):
+        y = ref_y = getattr(ref, name)(x)
+        np.testing.assert_allclose(host(b, getattr(b, name)(b.asarray(x))), ref_y, rtol=tol, atol=tol)
+        np.testing.assert_allclose(host(b, getattr(b, name + "_backward")(b.asarray(d), b.asarray(y))),
+                                   getattr(ref, name + "_backward")(d, ref_y), rtol=tol, atol=tol)
+    labels = rng.integers(0, k, n)
+    target = np.eye(k, dtype=dtype)[labels] if onehot else labels
+    loss, grad = b.softmax_cross_entropy(b.asarray(x), b.asarray(target))
+    loss_ref, grad_ref = ref.softmax_cross_entropy(x, target)
+    assert float(loss) == pytest.approx(float(loss_ref), rel=tol, abs=tol)
+    np.testing.assert_allclose(host(b, grad), grad_ref, rtol=tol, atol=tol)
+
+
+@PARITY
+@given(size=st.integers(1, 300), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
+def test_optimizer_update_kernels_parity_hypothesis(accel_backend, size, dtype, seed):
+    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    rng = np.random.default_rng(seed)
+    start = [rng.standard_normal(size).astype(dtype) for _ in range(4)]
+    start[2:] = [np.abs(a) + dtype(0.1) for a in start[2:]]  # running squares are positive
+    g = rng.standard_normal(size).astype(dtype)
+    updates = [("sgd_update", 2, (0.1, 0.0, False)), ("sgd_update", 3, (0.1, 0.9, True)),
+               ("adagrad_update", 3, (0.1, 1e-10)), ("rmsprop_update", 3, (0.01, 0.9, 1e-8)),
+               ("adam_update", 4, (1e-3, 0.9, 0.999, 1e-8, 3))]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for name, count, args in updates:
+        mine = [b.asarray(a.copy()) for a in start[:count]]
+        theirs = [a.copy() for a in start[:count]]
+        if name == "sgd_update" and args[1] == 0.0:
+            mine.insert(2, None)
+            theirs.insert(2, None)
+        mine[1] = b.asarray(g)
+        theirs[1] = g
+        getattr(b, name)(*mine, *args)
+        getattr(ref, name)(*theirs, *args)
+        for a, r in zip(mine, theirs):
+            if r is not None:
+                np.testing.assert_allclose(host(b, a), r, rtol=tol, atol=tol, err_msg=name)
