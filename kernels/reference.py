@@ -7,7 +7,14 @@ over the batch or over pixels. Arrays are allocated with the input's dtype so fl
 
 Layouts follow the classic from-scratch convolution:
   images are NCHW; ``im2col`` returns a (N*OH*OW, C*KH*KW) matrix whose row r = (n, oy, ox) holds the
-  patch under output pixel (oy, ox) of image n, its columns ordered (c, ky, kx).
+  patch under output pixel (oy, ox) of image n, its columns ordered (c, ky, kx). Its memory, though,
+  is column-major (the transpose of a C-contiguous (C*KH*KW, N*OH*OW) array); code that needs a
+  C-contiguous matrix copies it with ``xp.ascontiguousarray``.
+
+Speed notes (NumPy): the expensive operations are not the arithmetic but passes over memory and
+strided access. A ufunc over a strided view, or over many short rows, runs several times slower than
+over one contiguous block, so the kernels gather strided data once into contiguous arrays, arrange
+copies so that they move whole planes, and write results with ``out=`` instead of temporaries.
 """
 
 from __future__ import annotations
@@ -22,15 +29,9 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def _windows(xp: Any, xpad: Any, kernel: Pair, stride: Pair, out: Pair) -> Any:
-    """A read-only (N, C, OH, OW, KH, KW) view of every window of a padded NCHW image; no copy."""
-    n, c = xpad.shape[:2]
-    sn, sc, sh, sw = xpad.strides
-    return xp.lib.stride_tricks.as_strided(
-        xpad,
-        shape=(n, c, out[0], out[1], kernel[0], kernel[1]),
-        strides=(sn, sc, sh * stride[0], sw * stride[1], sh, sw),
-    )
+def _span(k: int, stride: int, out: int) -> slice:
+    """The slice of a padded axis that window offset ``k`` reads for ``out`` outputs of ``stride``."""
+    return slice(k, k + stride * (out - 1) + 1, stride)
 
 
 def _pad(xp: Any, x: Any, pad: Pair, value: float = 0.0) -> Any:
@@ -41,63 +42,140 @@ def _pad(xp: Any, x: Any, pad: Pair, value: float = 0.0) -> Any:
 
 
 def im2col(xp: Any, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
-    """Unfold NCHW images into the (N*OH*OW, C*KH*KW) patch matrix (one gather copy)."""
+    """Unfold NCHW images into the (N*OH*OW, C*KH*KW) patch matrix.
+
+    The matrix is returned as the transpose of a C-contiguous (C*KH*KW, N*OH*OW) array, i.e. its memory
+    is laid out (C, KH, KW, N, OH, OW): the values and the (row, column) order are those of the
+    classic layout, but every (c, ky, kx) column is one contiguous block. Filling a block copies whole
+    image rows (no transposed copy afterwards), and a convolution can use it per image as a (CKK, OH*OW)
+    matrix, so that its output comes out in NCHW order directly. For stride 1 along y, each kernel
+    column kx is first cut out of the image once (KW copies), so that the KH*KW block copies run over
+    whole (OH*OW) planes instead of OW-long row pieces.
+    """
     n, c, h, w = x.shape
-    oh = conv_output_size(h, kernel[0], stride[0], pad[0])
-    ow = conv_output_size(w, kernel[1], stride[1], pad[1])
-    win = _windows(xp, _pad(xp, x, pad), kernel, stride, (oh, ow))
-    col = xp.empty((n, oh, ow, c, kernel[0], kernel[1]), dtype=x.dtype)
-    col[...] = win.transpose(0, 2, 3, 1, 4, 5)
-    return col.reshape(n * oh * ow, c * kernel[0] * kernel[1])
+    kh, kw = kernel
+    sh, sw = stride
+    oh = conv_output_size(h, kh, sh, pad[0])
+    ow = conv_output_size(w, kw, sw, pad[1])
+    xt = _pad(xp, x, pad).transpose(1, 0, 2, 3)  # (C, N, Hp, Wp), a view
+    col = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for kx in range(kw):
+        src = xt[:, :, :, _span(kx, sw, ow)]
+        if sh == 1 and kh > 1:
+            src = xp.ascontiguousarray(src)  # (C, N, Hp, OW): rows ky..ky+OH are one block
+        for ky in range(kh):
+            col[:, ky, kx] = src[:, :, _span(ky, sh, oh)]
+    return col.reshape(c * kh * kw, n * oh * ow).T
 
 
 def col2im(xp: Any, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
-    """Adjoint of ``im2col``: scatter-add every patch back to its image position, then crop the padding."""
+    """Adjoint of ``im2col``: scatter-add every patch back to its image position, then crop the padding.
+
+    Any memory layout of ``col`` is accepted; the layout ``im2col`` returns (each (c, ky, kx) column
+    contiguous) is the fast one. For stride 1 along y, the patches of each kernel column kx are first
+    summed into a (C, N, Hp, OW) plane, where the KH shifted adds run over whole planes, and only then
+    added to the image (KW adds of OW-long row pieces instead of KH*KW).
+    """
     n, c, h, w = x_shape
     kh, kw = kernel
     sh, sw = stride
     oh = conv_output_size(h, kh, sh, pad[0])
     ow = conv_output_size(w, kw, sw, pad[1])
-    patches = col.reshape(n, oh, ow, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)  # (N, C, KH, KW, OH, OW)
-    img = xp.zeros((n, c, h + 2 * pad[0], w + 2 * pad[1]), dtype=col.dtype)
-    for ky in range(kh):
-        for kx in range(kw):
-            img[:, :, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw] += patches[:, :, ky, kx]
+    hp, wp = h + 2 * pad[0], w + 2 * pad[1]
+    patches = col.reshape(n, oh, ow, c, kh, kw).transpose(3, 4, 5, 0, 1, 2)  # (C, KH, KW, N, OH, OW)
+    img = xp.zeros((n, c, hp, wp), dtype=col.dtype)
+    img_t = img.transpose(1, 0, 2, 3)  # (C, N, Hp, Wp) view
+    plane = xp.empty((c, n, hp, ow), dtype=col.dtype) if sh == 1 and kh > 1 else None
+    for kx in range(kw):
+        dst = img_t[:, :, :, _span(kx, sw, ow)]
+        if plane is None:
+            for ky in range(kh):
+                dst[:, :, _span(ky, sh, oh)] += patches[:, ky, kx]
+            continue
+        plane[:, :, oh:] = 0
+        plane[:, :, :oh] = patches[:, 0, kx]
+        for ky in range(1, kh):
+            plane[:, :, ky:ky + oh] += patches[:, ky, kx]
+        dst += plane
+    if pad == (0, 0):
+        return img
     return img[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
 
 
 def maxpool2d(xp: Any, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
     """Max over each window, padded with -inf; returns (out, argmax) with argmax the offset ky*KW+kx.
 
-    The max is a running maximum over the KH*KW strided views of the image, which touches each input
-    element KH*KW/(SH*SW) times and never builds the im2col matrix. Ties keep the first offset, as
-    PyTorch does, so exactly one input of each window receives the gradient.
+    A running maximum over the KH*KW window offsets, on contiguous copies of each offset's strided
+    view of the image: strided elementwise operations are several times slower than contiguous ones,
+    so each view is gathered once and compared many times. When the windows tile the image (stride ==
+    kernel, the usual pooling), all offsets are gathered by a single transposing copy, which reads the
+    image once. Ties keep the first offset, as PyTorch does, so exactly one input of each window
+    receives the gradient. ``argmax`` is int8 (int32 for windows of 128 or more cells); it is updated
+    with an elementwise maximum, which is valid because the offsets are visited in increasing order.
     """
     n, c, h, w = x.shape
-    oh = conv_output_size(h, kernel[0], stride[0], pad[0])
-    ow = conv_output_size(w, kernel[1], stride[1], pad[1])
-    win = _windows(xp, _pad(xp, x, pad, -xp.inf), kernel, stride, (oh, ow))
-    out = win[..., 0, 0].copy()
-    argmax = xp.zeros((n, c, oh, ow), dtype=xp.int8 if kernel[0] * kernel[1] < 128 else xp.int32)
-    for k in range(1, kernel[0] * kernel[1]):
-        view = win[..., k // kernel[1], k % kernel[1]]
-        better = view > out
-        xp.copyto(argmax, k, where=better)
-        xp.maximum(out, view, out=out)
+    kh, kw = kernel
+    sh, sw = stride
+    oh = conv_output_size(h, kh, sh, pad[0])
+    ow = conv_output_size(w, kw, sw, pad[1])
+    xpad = _pad(xp, x, pad, -xp.inf)
+    index_dtype = xp.int8 if kh * kw < 128 else xp.int32
+    if (sh, sw) == (kh, kw):
+        tiles = xpad[:, :, :kh * oh, :kw * ow].reshape(n, c, oh, kh, ow, kw)
+        offsets = tiles.transpose(3, 5, 0, 1, 2, 4).reshape(kh * kw, n, c, oh, ow)  # one copy
+        scratch = None
+    else:
+        offsets = None
+        scratch = xp.empty((n, c, oh, ow), dtype=x.dtype)
+
+    def gathered(k: int, into: Any) -> Any:
+        """Offset k's values for every window, contiguous (copied into ``into`` unless tiled)."""
+        if offsets is not None:
+            return offsets[k]
+        into[...] = xpad[:, :, _span(k // kw, sh, oh), _span(k % kw, sw, ow)]
+        return into
+
+    if kh * kw == 1:
+        return gathered(0, scratch).copy(), xp.zeros((n, c, oh, ow), dtype=index_dtype)
+    # Offsets 0 and 1 start the running maximum, which is then a fresh array (the gathered copies
+    # are scratch) and argmax needs no zero fill.
+    first = gathered(0, None if offsets is not None else xp.empty_like(scratch))
+    cur = gathered(1, scratch)
+    argmax = (cur > first).astype(index_dtype)
+    out = xp.maximum(first, cur, out=None if offsets is not None else first)
+    for k in range(2, kh * kw):
+        cur = gathered(k, scratch)
+        better = cur > out
+        xp.maximum(argmax, better * index_dtype(k), out=argmax)
+        xp.maximum(out, cur, out=out)
     return out, argmax
 
 
 def maxpool2d_backward(xp: Any, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                        stride: Pair, pad: Pair) -> Any:
-    """Route each output gradient to the input that won its window's max."""
+    """Route each output gradient to the input that won its window's max.
+
+    When windows do not overlap (stride >= kernel), each input belongs to at most one window, so each
+    offset's gradient is written, not added, and when they also tile the padded image exactly, the
+    result needs no zero fill.
+    """
     n, c, h, w = x_shape
-    oh, ow = dout.shape[2:]
+    kh, kw = kernel
     sh, sw = stride
-    dx = xp.zeros((n, c, h + 2 * pad[0], w + 2 * pad[1]), dtype=dout.dtype)
-    zero = xp.zeros((), dtype=dout.dtype)
-    for k in range(kernel[0] * kernel[1]):
-        ky, kx = divmod(k, kernel[1])
-        dx[:, :, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw] += xp.where(argmax == k, dout, zero)
+    oh, ow = dout.shape[2:]
+    hp, wp = h + 2 * pad[0], w + 2 * pad[1]
+    disjoint = sh >= kh and sw >= kw
+    tiled = (sh, sw) == (kh, kw) and (hp, wp) == (sh * oh, sw * ow)
+    dx = (xp.empty if tiled else xp.zeros)((n, c, hp, wp), dtype=dout.dtype)
+    for k in range(kh * kw):
+        ky, kx = divmod(k, kw)
+        dst = dx[:, :, _span(ky, sh, oh), _span(kx, sw, ow)]
+        if disjoint:
+            xp.multiply(dout, argmax == k, out=dst)
+        else:
+            dst += dout * (argmax == k)
+    if pad == (0, 0):
+        return dx
     return dx[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
 
 
@@ -106,8 +184,14 @@ def relu(xp: Any, x: Any) -> Any:
 
 
 def relu_backward(xp: Any, dout: Any, y: Any) -> Any:
-    """Gradient through ReLU given its output y (y > 0 exactly where the input was > 0)."""
-    return dout * (y > 0)
+    """Gradient through ReLU given its output y (y > 0 exactly where the input was > 0).
+
+    The mask is cast to the gradient's dtype once and multiplied in place: a float-by-float product
+    runs faster than one that converts a boolean operand as it goes.
+    """
+    dx = (y > 0).astype(dout.dtype)
+    dx *= dout
+    return dx
 
 
 def sigmoid(xp: Any, x: Any) -> Any:
@@ -190,11 +274,23 @@ def rmsprop_update(xp: Any, p: Any, g: Any, mean_sq: Any, lr: float, rho: float,
 
 def adam_update(xp: Any, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
                 eps: float, step: int) -> None:
-    """In-place Adam step with bias correction; ``step`` counts from 1."""
-    m *= beta1
-    m += (1 - beta1) * g
-    v *= beta2
-    v += (1 - beta2) * g * g
+    """In-place Adam step with bias correction; ``step`` counts from 1.
+
+    Every intermediate goes through one scratch array (``out=``), so a step allocates once per
+    parameter instead of once per operation.
+    """
     lr_t = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
     eps_t = eps * (1 - beta2 ** step) ** 0.5
-    p -= lr_t * m / (xp.sqrt(v) + eps_t)
+    tmp = xp.empty_like(p)
+    m *= beta1
+    xp.multiply(g, 1 - beta1, out=tmp)
+    m += tmp
+    v *= beta2
+    xp.multiply(g, 1 - beta2, out=tmp)
+    tmp *= g
+    v += tmp
+    xp.sqrt(v, out=tmp)
+    tmp += eps_t
+    xp.divide(m, tmp, out=tmp)
+    tmp *= lr_t
+    p -= tmp

@@ -53,16 +53,37 @@ class Conv2D(Layer):
         n = x.shape[0]
         oh, ow = self.output_hw(*x.shape[2:])
         self.x_shape = x.shape
-        self.col = self.backend.im2col(x, self.kernel_size, self.stride, self.pad)
-        out = self.backend.matmul(self.col, self.W.data.reshape(self.out_channels, -1).T)
-        out += self.b.data
-        return out.reshape(n, oh, ow, self.out_channels).transpose(0, 3, 1, 2)
+        self.col = self.backend.im2col(x, self.kernel_size, self.stride, self.pad)  # (N*OH*OW, CKK)
+        # One (O, CKK) @ (CKK, OH*OW) product per image (a batched matmul), so the output is NCHW and
+        # contiguous as it comes: no transposed copy, and backward's reshape to (N, O, OH*OW) is free.
+        # With im2col's column-major patch matrix the per-image operands are views, not copies.
+        out = self.backend.matmul(self.W.data.reshape(self.out_channels, -1),
+                                  self.col.reshape(n, oh * ow, -1).transpose(0, 2, 1))
+        out += self.b.data[:, None]
+        return out.reshape(n, self.out_channels, oh, ow)
 
     def backward(self, dout: Any) -> Any:
-        dout = dout.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)
-        dout.sum(axis=0, out=self.b.grad)
-        self.backend.matmul(dout.T, self.col, out=self.W.grad.reshape(self.out_channels, -1))
-        dcol = self.backend.matmul(dout, self.W.data.reshape(self.out_channels, -1))
+        xp = self.backend.xp
+        n, o = dout.shape[:2]
+        dout = dout.reshape(n, o, -1)  # (N, O, OH*OW): a view of a contiguous gradient
+        col = self.col.reshape(n, dout.shape[2], -1)  # (N, OH*OW, CKK)
+        dout.sum(axis=(0, 2), out=self.b.grad)
+        dw = self.W.grad.reshape(o, -1)
+        if col.shape[2] <= col.shape[1]:
+            # dW = sum over images of dout[n] @ col[n]: per-image products, then one small sum (the
+            # (N, O, CKK) partial products are no larger than dout, since CKK <= OH*OW).
+            self.backend.matmul(dout, col).sum(axis=0, out=dw)
+        else:
+            # Few output pixels, many patch columns: one product over all rows, from an (O, N*OH*OW)
+            # copy of dout, keeps the partial products from outgrowing the activations.
+            dout_rows = xp.ascontiguousarray(dout.transpose(1, 0, 2)).reshape(o, -1)
+            self.backend.matmul(dout_rows, self.col, out=dw)
+        # dcol[n] = W^T @ dout[n], written straight into the (CKK, N, OH*OW) layout im2col uses, so
+        # that col2im adds contiguous blocks.
+        w = self.W.data.reshape(o, -1)
+        dcol = xp.empty((w.shape[1], n, dout.shape[2]), dtype=dout.dtype)
+        self.backend.matmul(w.T, dout, out=dcol.transpose(1, 0, 2))
+        dcol = dcol.reshape(w.shape[1], -1).T  # (N*OH*OW, CKK)
         return self.backend.col2im(dcol, self.x_shape, self.kernel_size, self.stride, self.pad)
 
     def extra_repr(self) -> str:
