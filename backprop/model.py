@@ -63,6 +63,13 @@ class Sequential(Layer):
             dout = layer.backward(dout)
         return dout
 
+    def backward_params(self, dout: Any) -> None:
+        """Backward for training: the first layer's input gradient is never needed, so it is skipped
+        (for a Conv2D first layer that saves a GEMM and a whole col2im per step)."""
+        for layer in reversed(self.layers[1:]):
+            dout = layer.backward(dout)
+        self.layers[0].backward_params(dout)
+
     def named_parameters(self) -> dict[str, Parameter]:
         return {f"{i}.{name}": p for i, layer in enumerate(self.layers)
                 for name, p in layer.named_parameters().items()}

@@ -328,7 +328,7 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
                     raise TrainingDivergedError(
                         f"loss became {value} at epoch {epoch}, batch {state['batch'] + 1}; the checkpoint of the "
                         f"last finished epoch is in {run_dir}. Lower the learning rate (--lr)")
-                model.backward(loss.backward())
+                model.backward_params(loss.backward())
                 optimizer.step()
                 c, t = correct_count(out, yb)
                 state["batch"] += 1

@@ -109,7 +109,7 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
                         f"loss became {value} at epoch {epoch}, batch {batch}: training stopped and the "
                         "last weights that gave a finite loss were restored; lower the learning rate or "
                         "clip gradients (clip_norm=...)")
-                model.backward(loss.backward())
+                model.backward_params(loss.backward())
                 for p, good in zip(params, last_good):
                     good[...] = p.data
                 optimizer.step()

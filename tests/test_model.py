@@ -240,3 +240,18 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         atomic_write(target, broken)
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["weights.npz"]
+
+
+def test_backward_params_gives_the_same_parameter_gradients_without_dx(backend, rng):
+    model = small_cnn(backend).eval()  # eval: Dropout off, so two passes see the same function
+    x = backend.asarray(rng.standard_normal((3, 1, 8, 8)))
+    dout = backend.asarray(rng.standard_normal((3, 3)))
+    model.forward(x)
+    assert model.backward(dout) is not None
+    full = {k: backend.to_numpy(p.grad).copy() for k, p in model.named_parameters().items()}
+    for p in model.parameters():
+        p.grad[...] = 0
+    model.forward(x)
+    assert model.backward_params(dout) is None
+    for k, p in model.named_parameters().items():
+        np.testing.assert_allclose(backend.to_numpy(p.grad), full[k], rtol=1e-6, atol=1e-7)

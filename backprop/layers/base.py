@@ -38,6 +38,11 @@ class Layer(Module):
     def backward(self, dout: Any) -> Any:
         raise NotImplementedError
 
+    def backward_params(self, dout: Any) -> None:
+        """Fill the parameters' gradients only: for a first layer, whose input gradient nobody uses.
+        Layers with weights override this to skip computing dx (a GEMM, and col2im for Conv2D)."""
+        self.backward(dout)
+
     def __call__(self, x: Any) -> Any:
         return self.forward(x)
 

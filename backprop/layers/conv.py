@@ -63,7 +63,18 @@ class Conv2D(Layer):
         return out.reshape(n, self.out_channels, oh, ow)
 
     def backward(self, dout: Any) -> Any:
-        xp = self.backend.xp
+        self.backward_params(dout)
+        # dcol[n] = W^T @ dout[n], written straight into the (CKK, N, OH*OW) layout im2col uses, so
+        # that col2im adds contiguous blocks.
+        n, o = dout.shape[:2]
+        dout = dout.reshape(n, o, -1)
+        w = self.W.data.reshape(o, -1)
+        dcol = self.backend.xp.empty((w.shape[1], n, dout.shape[2]), dtype=dout.dtype)
+        self.backend.matmul(w.T, dout, out=dcol.transpose(1, 0, 2))
+        dcol = dcol.reshape(w.shape[1], -1).T  # (N*OH*OW, CKK)
+        return self.backend.col2im(dcol, self.x_shape, self.kernel_size, self.stride, self.pad)
+
+    def backward_params(self, dout: Any) -> None:
         n, o = dout.shape[:2]
         dout = dout.reshape(n, o, -1)  # (N, O, OH*OW): a view of a contiguous gradient
         col = self.col.reshape(n, dout.shape[2], -1)  # (N, OH*OW, CKK)
@@ -76,15 +87,8 @@ class Conv2D(Layer):
         else:
             # Few output pixels, many patch columns: one product over all rows, from an (O, N*OH*OW)
             # copy of dout, keeps the partial products from outgrowing the activations.
-            dout_rows = xp.ascontiguousarray(dout.transpose(1, 0, 2)).reshape(o, -1)
+            dout_rows = self.backend.xp.ascontiguousarray(dout.transpose(1, 0, 2)).reshape(o, -1)
             self.backend.matmul(dout_rows, self.col, out=dw)
-        # dcol[n] = W^T @ dout[n], written straight into the (CKK, N, OH*OW) layout im2col uses, so
-        # that col2im adds contiguous blocks.
-        w = self.W.data.reshape(o, -1)
-        dcol = xp.empty((w.shape[1], n, dout.shape[2]), dtype=dout.dtype)
-        self.backend.matmul(w.T, dout, out=dcol.transpose(1, 0, 2))
-        dcol = dcol.reshape(w.shape[1], -1).T  # (N*OH*OW, CKK)
-        return self.backend.col2im(dcol, self.x_shape, self.kernel_size, self.stride, self.pad)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -36,9 +36,12 @@ class Linear(Layer):
         return y
 
     def backward(self, dout: Any) -> Any:
+        self.backward_params(dout)
+        return self.backend.matmul(dout, self.W.data.T)
+
+    def backward_params(self, dout: Any) -> None:
         self.backend.matmul(self.x.T, dout, out=self.W.grad)
         dout.sum(axis=0, out=self.b.grad)
-        return self.backend.matmul(dout, self.W.data.T)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}"
