@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="training steps per timed window (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     p.add_argument("--batch-size", type=int, default=100, help="images per step (default 100)")
-    p.add_argument("--backend", default="numpy", help="backprop backend (default numpy)")
+    p.add_argument("--backend", default="numpy",
+                   help="backprop backends, comma-separated, timed side by side (default numpy)")
     p.add_argument("--repeat", type=int, default=5, help="timed windows; the median is reported (default 5)")
     p.add_argument("--book", action="store_true", help="also time the classic book implementation")
     p.add_argument("--torch", action="store_true", help="also time PyTorch on the CPU (if importable)")
@@ -93,9 +94,10 @@ def build_ours(backend: str, seed: int) -> tuple[Any, Any, Any]:
 class Ours:
     name = "backprop"
 
-    def __init__(self, args: argparse.Namespace, data: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        self.model, self.loss, self.opt = build_ours(args.backend, args.seed)
+    def __init__(self, backend: str, seed: int, data: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.model, self.loss, self.opt = build_ours(backend, seed)
         self.backend = self.model.backend
+        self.name = f"backprop {self.backend.name}"
         self.data = [(self.backend.asarray(x), self.backend.asarray(y)) for x, y in data]
         self.i = 0
 
@@ -114,7 +116,7 @@ class Ours:
         x, y = self.batch()
         out = self.model.forward(x)
         value = float(self.loss.forward(out, y))
-        self.model.backward(self.loss.backward())
+        self.model.backward_params(self.loss.backward())
         self.opt.step()
         return value
 
@@ -505,8 +507,9 @@ def profile(impl: Any, steps: int) -> None:
 
 def main(args: argparse.Namespace) -> int:
     data = make_data(args.batch_size, args.seed)
-    ours = Ours(args, data)
-    impls: list[Any] = [ours]
+    backends = args.backend.split(",")
+    impls: list[Any] = [Ours(name, args.seed, data) for name in backends]
+    ours = impls[0]
     if args.book:
         impls.append(Book(args, data, ours.weights()))
     if args.torch:
@@ -515,12 +518,20 @@ def main(args: argparse.Namespace) -> int:
         except ImportError:
             print("torch is not importable here: skipping --torch", file=sys.stderr)
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
-    print(f"SimpleConvNet training step, batch {args.batch_size}, float32; backend {args.backend!r}; "
+    print(f"SimpleConvNet training step, batch {args.batch_size}, float32; backends {backends}; "
           f"numpy {np.__version__}, OPENBLAS_NUM_THREADS={threads}, {os.cpu_count()} CPUs")
     print(f"warm-up {args.warmup} steps, then {args.repeat} windows of {args.steps} steps each, "
           "implementations interleaved")
     # Warm-up; all start from the same weights and see the same batches, so their first losses agree
     # (to float32 rounding, and Adam's eps: 1e-8 here and in torch, 1e-7 in the book).
+    first_step = {}
+    for impl in impls:  # the first step compiles JIT kernels (Numba) or loads them from the cache
+        start = time.perf_counter()
+        impl.step()
+        impl.sync()
+        first_step[impl.name] = time.perf_counter() - start
+    print("first step (JIT compile or cache load included): "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in first_step.items()))
     first_losses = {impl.name: [impl.step() for _ in range(args.warmup)] for impl in impls}
     if args.warmup:
         print("losses of the warm-up steps (same weights, same batches):")
