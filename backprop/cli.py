@@ -286,6 +286,10 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"threads: {os.cpu_count()} CPUs" + "".join(
         f", {v}={os.environ[v]}" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                            "NUMBA_NUM_THREADS") if v in os.environ))
+    if importlib.util.find_spec("numba") is not None:
+        import numba
+        layer = os.environ.get("NUMBA_THREADING_LAYER", "workqueue (the numba backend's default)")
+        print(f"numba: {numba.config.NUMBA_NUM_THREADS} threads (NUMBA_NUM_THREADS), layer {layer}")
     return 0
 
 
