@@ -118,6 +118,8 @@ class SoftmaxCrossEntropy(Loss):
         elif kind == "f":
             super().check_target(pred_shape, target)
             _check_probabilities(self, target)
+            if target.size and float(abs(target.sum(axis=1) - 1).max()) > 1e-3:
+                raise ValueError(f"{name}: each row of probability targets must sum to 1")
         else:
             raise TypeError(f"{name}: targets must be integer labels or float probabilities, "
                             f"got {target.dtype}")

@@ -41,9 +41,9 @@ class Optimizer:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         if clip_norm is not None and clip_norm <= 0:
             raise ValueError(f"clip_norm must be positive, got {clip_norm}")
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.clip_norm = clip_norm
+        self.lr = float(lr)  # Python floats, so NumPy scalars never upcast float32 updates
+        self.weight_decay = float(weight_decay)
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.steps = 0
 
     def step(self) -> None:
@@ -108,7 +108,7 @@ class SGD(Optimizer):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if nesterov and momentum == 0.0:
             raise ValueError("Nesterov momentum needs momentum > 0")
-        self.momentum = momentum
+        self.momentum = float(momentum)
         self.nesterov = nesterov
 
     def update(self, p: Parameter, grad: Any) -> None:
@@ -129,7 +129,7 @@ class AdaGrad(Optimizer):
     def __init__(self, params: Iterable[Parameter], lr: float = 0.01, eps: float = 1e-10,
                  weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
         super().__init__(params, lr, weight_decay, clip_norm)
-        self.eps = eps
+        self.eps = float(eps)
 
     def update(self, p: Parameter, grad: Any) -> None:
         p.backend.adagrad_update(p.data, grad, self.state(p, "sum_sq"), self.lr, self.eps)
@@ -139,8 +139,8 @@ class RMSProp(Optimizer):
     def __init__(self, params: Iterable[Parameter], lr: float = 0.01, rho: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
         super().__init__(params, lr, weight_decay, clip_norm)
-        self.rho = rho
-        self.eps = eps
+        self.rho = float(rho)
+        self.eps = float(eps)
 
     def update(self, p: Parameter, grad: Any) -> None:
         p.backend.rmsprop_update(p.data, grad, self.state(p, "mean_sq"), self.lr, self.rho, self.eps)
@@ -152,8 +152,8 @@ class Adam(Optimizer):
         super().__init__(params, lr, weight_decay, clip_norm)
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
-        self.betas = betas
-        self.eps = eps
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
 
     def update(self, p: Parameter, grad: Any) -> None:
         p.backend.adam_update(p.data, grad, self.state(p, "m"), self.state(p, "v"), self.lr,

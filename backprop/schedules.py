@@ -19,7 +19,7 @@ class LRScheduler:
     def step(self) -> float:
         """Advance one epoch and return the new learning rate."""
         self.epoch += 1
-        self.optimizer.lr = self.lr_at(self.epoch)
+        self.optimizer.lr = float(self.lr_at(self.epoch))
         return self.optimizer.lr
 
 

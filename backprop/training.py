@@ -8,6 +8,7 @@ the first update, so bad input never leaves a half-trained model behind.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,8 @@ from tqdm import tqdm
 
 from backprop.data.loader import DataLoader
 from backprop.layers.base import Layer
-from backprop.losses import MSE, BCEWithLogits, Loss
+from backprop.layers.norm import _BatchNorm
+from backprop.losses import MSE, BCEWithLogits, BinaryCrossEntropy, Loss
 from backprop.optim import Optimizer
 from backprop.schedules import LRScheduler
 
@@ -24,15 +26,35 @@ METRICS = ("accuracy",)
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or Inf; the model holds the last weights that gave a finite loss."""
+    """The loss became NaN or Inf; the model holds the last weights (and BatchNorm statistics) that
+    gave a finite loss."""
 
 
-def correct_count(pred: Any, target: Any, threshold: float = 0.5) -> tuple[int, int]:
-    """(correct, total) predictions: argmax for (N, K>1) outputs, else ``pred > threshold``."""
-    if pred.ndim == 2 and pred.shape[1] > 1:
+def correct_count(pred: Any, target: Any, threshold: float | None = None) -> tuple[int, int]:
+    """(correct, total) predictions.
+
+    With a ``threshold`` (binary or multi-label outputs) every element counts: ``pred > threshold``
+    against ``target > 0.5``. Without one, (N, K>1) outputs are classes (argmax against integer labels
+    or one-hot rows) and (N,) or (N, 1) outputs are probabilities thresholded at 0.5.
+    """
+    if threshold is None and pred.ndim == 2 and pred.shape[1] > 1:
         labels = target if target.ndim == 1 else target.argmax(axis=1)
+        if labels.shape != pred.shape[:1]:
+            raise ValueError(f"accuracy: labels of shape {tuple(target.shape)} do not fit outputs "
+                             f"{tuple(pred.shape)}")
         return int((pred.argmax(axis=1) == labels).sum()), int(pred.shape[0])
-    return int(((pred > threshold) == (target > 0.5)).sum()), int(pred.size)
+    if target.size != pred.size:
+        raise ValueError(f"accuracy: targets of shape {tuple(target.shape)} do not fit outputs "
+                         f"{tuple(pred.shape)}")
+    hits = (pred > (0.5 if threshold is None else threshold)) == (target.reshape(pred.shape) > 0.5)
+    return int(hits.sum()), int(pred.size)
+
+
+def _threshold(loss: Loss | None) -> float | None:
+    """The decision threshold of a binary loss's outputs (logits: 0, probabilities: 0.5), else None."""
+    if isinstance(loss, BCEWithLogits):
+        return 0.0
+    return 0.5 if isinstance(loss, BinaryCrossEntropy) else None
 
 
 def _host(a: Any, backend: Any) -> np.ndarray:
@@ -59,6 +81,10 @@ def _check_data(model: Layer, loss: Loss | None, x: np.ndarray, y: np.ndarray, w
         loss.check_target((len(x), *out.shape[1:]), y)
 
 
+def _has_batchnorm(layer: Layer) -> bool:
+    return isinstance(layer, _BatchNorm) or any(_has_batchnorm(sub) for sub in getattr(layer, "layers", ()))
+
+
 def _check_metrics(metrics: Sequence[str]) -> None:
     for m in metrics:
         if m not in METRICS:
@@ -78,7 +104,7 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
     epoch and batch, after restoring the weights of the last batch whose loss was finite.
     """
     backend = model.backend
-    if not isinstance(epochs, int) or epochs < 1:
+    if not isinstance(epochs, numbers.Integral) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     _check_metrics(metrics)
     x, y = _host(x, backend), _host(y, backend)
@@ -87,10 +113,14 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
     if validation_data is not None:
         validation_data = (_host(validation_data[0], backend), _host(validation_data[1], backend))
         _check_data(model, loss, *validation_data, "validation data")
-    threshold = 0.0 if isinstance(loss, BCEWithLogits) else 0.5
+    threshold = _threshold(loss)
     loader = DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, backend=backend)
-    params = model.parameters()
-    last_good = [p.data.copy() for p in params]
+    if batch_size is not None and 1 < batch_size < len(x) and len(x) % batch_size == 1 and _has_batchnorm(model):
+        raise ValueError(f"{len(x)} samples in batches of {batch_size} leave a last batch of one sample, "
+                         "which BatchNorm cannot normalize: choose another batch_size")
+    # Weights and buffers (BatchNorm statistics) as of the last batch whose loss was finite.
+    tracked = [p.data for p in model.parameters()] + list(model.named_buffers().values())
+    last_good = [a.copy() for a in tracked]
     history: dict[str, list[float]] = {"loss": [], **{m: [] for m in metrics}}
     was_training = model.training
     model.train()
@@ -103,15 +133,16 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
                 out = model.forward(xb)
                 value = float(loss.forward(out, yb))
                 if not math.isfinite(value):
-                    for p, good in zip(params, last_good):
-                        p.data[...] = good
+                    for a, good in zip(tracked, last_good):
+                        a[...] = good
                     raise TrainingDivergedError(
                         f"loss became {value} at epoch {epoch}, batch {batch}: training stopped and the "
-                        "last weights that gave a finite loss were restored; lower the learning rate or "
+                        "last weights and statistics that gave a finite loss were restored; lower the "
+                        "learning rate or "
                         "clip gradients (clip_norm=...)")
                 model.backward_params(loss.backward())
-                for p, good in zip(params, last_good):
-                    good[...] = p.data
+                for a, good in zip(tracked, last_good):
+                    good[...] = a
                 optimizer.step()
                 total_loss += value * len(xb)
                 seen += len(xb)
@@ -165,7 +196,7 @@ def evaluate(model: Layer, x: Any, y: Any, *, loss: Loss | None = None,
     if loss is not None:
         loss.to(backend)
     _check_data(model, loss, x, y, "evaluation data")
-    threshold = 0.0 if isinstance(loss, BCEWithLogits) else 0.5
+    threshold = _threshold(loss)
     total_loss, correct, counted = 0.0, 0, 0
     was_training = model.training
     model.eval()

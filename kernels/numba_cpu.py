@@ -23,13 +23,13 @@ _JIT = {"cache": True, "nogil": True}
 @njit(parallel=True, **_JIT)
 def relu(x, y):  # pragma: no cover - compiled
     for i in prange(x.size):
-        y[i] = x[i] if x[i] > 0 else 0
+        y[i] = 0 if x[i] <= 0 else x[i]  # NaN passes through, as in the reference
 
 
 @njit(parallel=True, **_JIT)
 def relu_backward(dout, y, dx):  # pragma: no cover - compiled
     for i in prange(dout.size):
-        dx[i] = dout[i] if y[i] > 0 else 0
+        dx[i] = dout[i] * (1 if y[i] > 0 else 0)  # NaN * 0 stays NaN, as in the reference
 
 
 @njit(parallel=True, **_JIT)

@@ -310,3 +310,17 @@ def test_optimizer_update_kernels_parity_hypothesis(accel_backend, size, dtype, 
         for a, r in zip(mine, theirs):
             if r is not None:
                 np.testing.assert_allclose(host(b, a), r, rtol=tol, atol=tol, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
+def test_activations_treat_nan_and_inf_like_the_reference(backend, name):
+    ref = get_backend("numpy")
+    x = np.array([np.nan, -np.inf, -1.0, 0.0, 2.0, np.inf], np.float32)
+    d = np.array([1.0, np.nan, 1.0, np.nan, 1.0, 1.0], np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y_ref = getattr(ref, name)(x)
+        dx_ref = getattr(ref, name + "_backward")(d, y_ref)
+        y = host(backend, getattr(backend, name)(backend.asarray(x)))
+        dx = host(backend, getattr(backend, name + "_backward")(backend.asarray(d), backend.asarray(y_ref)))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6)  # NaN where the reference has NaN, and only there
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-6)

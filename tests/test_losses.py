@@ -56,6 +56,7 @@ def test_softmax_cross_entropy_int_and_onehot_agree(backend, rng):
     (np.array([0, 1]), r"integer labels must have shape \(3,\)"),
     (np.eye(3), r"target shape \(3, 3\) does not match prediction shape \(3, 4\)"),
     (np.full((3, 4), 2.0), r"targets must lie in \[0, 1\]"),
+    (np.full((3, 4), 0.5), r"each row of probability targets must sum to 1"),
 ])
 def test_softmax_cross_entropy_rejects_bad_labels(backend, labels, expected):
     loss = bp.SoftmaxCrossEntropy(backend=backend)

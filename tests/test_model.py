@@ -76,6 +76,9 @@ def test_load_rejects_bad_files_and_leaves_the_model_unchanged(backend, rng, tmp
         small_cnn(backend).to(dtype="float64").load(path)
     with pytest.raises(FileNotFoundError):
         model.load(tmp_path / "nothing.npz")
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    with pytest.raises(bp.CheckpointError, match="not an .npz"):
+        model.load(tmp_path / "plain.npy")
     for k, v in weights(model).items():
         np.testing.assert_array_equal(v, before[k])
 
@@ -159,16 +162,54 @@ def test_fit_shows_a_progress_bar_and_epoch_lines(backend, rng, capsys):
     assert "epoch 1/2" in err.err and "epoch 2/2  loss" in err.out + err.err
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered")
-def test_divergence_stops_with_epoch_and_batch_and_keeps_finite_weights(backend, rng):
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
+def test_divergence_stops_with_epoch_and_batch_and_restores_weights_and_statistics(backend, rng, tmp_path):
     x, y = regression_data(rng)
-    model = bp.Sequential(bp.Linear(3, 8, backend=backend), bp.Linear(8, 1, backend=backend))
+    with bp.use_backend(backend):
+        model = bp.Sequential(bp.Linear(3, 8), bp.BatchNorm1D(8), bp.Linear(8, 1))
     with pytest.raises(bp.TrainingDivergedError, match=r"at epoch \d+, batch \d+"):
-        model.fit(x, y * 1e3, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=10.0), epochs=50,
+        model.fit(x, y * 1e3, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=50.0), epochs=50,
                   batch_size=8, progress=False)
-    assert all(np.isfinite(backend.to_numpy(p.data)).all() for p in model.parameters())
-    assert np.isfinite(float(bp.MSE(backend=backend).forward(
-        model.forward(backend.asarray(x[:8])), backend.asarray(y[:8] * 1e3))))
+    assert all(np.isfinite(backend.to_numpy(a)).all() for a in model.state_arrays().values())
+    assert np.isfinite(model.predict(x)).all()
+    small_copy = bp.Sequential(*[type(layer)(*args, backend=backend) for layer, args in
+                                 zip(model, [(3, 8), (8,), (8, 1)])])
+    small_copy.load(model.save(tmp_path / "after.npz"))  # a diverged run still saves a loadable model
+
+
+def test_batchnorm_with_a_last_batch_of_one_is_refused_before_training(backend, rng):
+    with bp.use_backend(backend):
+        model = bp.Sequential(bp.Linear(3, 4), bp.BatchNorm1D(4), bp.Linear(4, 1))
+    before = weights(model)
+    with pytest.raises(ValueError, match="last batch of one sample"):
+        model.fit(*regression_data(rng, 9), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()),
+                  batch_size=4, progress=False)
+    for k, v in weights(model).items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_accuracy_counts(backend):
+    from backprop.training import correct_count
+    a = backend.asarray
+    probs = a(np.array([[0.9], [0.2], [0.6], [0.4]], np.float32))
+    assert correct_count(probs, a(np.array([1, 0, 0, 0]))) == (3, 4)  # (N, 1) against (N,): no broadcasting
+    multi = a(np.array([[0.9, 0.2, 0.7], [0.1, 0.8, 0.3]], np.float32))
+    assert correct_count(multi, a(np.array([[1, 0, 1], [0, 1, 1]])), threshold=0.5) == (5, 6)  # multi-label
+    assert correct_count(multi, a(np.array([0, 0]))) == (1, 2)  # classes by argmax
+    with pytest.raises(ValueError, match="do not fit"):
+        correct_count(probs, a(np.array([1, 0])))
+
+
+def test_numpy_scalars_are_accepted_and_keep_float32(backend, rng):
+    with bp.use_backend(backend):
+        model = bp.Sequential(bp.Conv2D(np.int64(1), 2, np.int64(3)), bp.BatchNorm2D(2, eps=np.float64(1e-5)),
+                              bp.Flatten(), bp.Linear(int(np.prod((2, 3, 3))), np.int64(2)))
+    opt = bp.SGD(model.parameters(), lr=np.float64(0.1), momentum=np.float64(0.9),
+                 weight_decay=np.float64(1e-4))
+    model.fit(rng.standard_normal((6, 1, 5, 5)), rng.integers(0, 2, 6), loss=bp.SoftmaxCrossEntropy(),
+              optimizer=opt, batch_size=np.int64(3), progress=False)
+    assert all(a.dtype == np.float32 for a in model.state_arrays().values())
+    assert all(v.dtype == np.float32 for p in model.parameters() for v in p.state.values())
 
 
 @pytest.mark.parametrize("bad,expected", [

@@ -5,6 +5,7 @@ batch by batch over the bus).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +35,8 @@ class DataLoader:
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
         if len(x) == 0:
             raise ValueError("no samples to iterate over")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        if batch_size is not None and (not isinstance(batch_size, numbers.Integral)
+                                       or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
         if normalize is not None and (len(normalize) != 2 or not normalize[1] > 0):
             raise ValueError(f"normalize must be (mean, std) with std > 0, got {normalize!r}")
@@ -42,7 +44,7 @@ class DataLoader:
             raise ValueError("resident=True needs a backend to keep the data on: pass backend=...")
         if one_hot is not None:
             self._check_labels(y, one_hot)
-        self.batch_size = len(x) if batch_size is None else min(batch_size, len(x))
+        self.batch_size = len(x) if batch_size is None else min(int(batch_size), len(x))
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.backend = backend

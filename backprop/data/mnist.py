@@ -96,10 +96,6 @@ class Dataset:
     def name(self) -> str:
         return self.spec.name
 
-    def describe(self) -> str:
-        return (f"{self.spec.title}: {len(self.x_train):,} training and {len(self.x_test):,} test images "
-                f"from {self.source}")
-
 
 def spec(name: str) -> DatasetSpec:
     """The dataset called ``name`` ("mnist" or "fashion-mnist")."""

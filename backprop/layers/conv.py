@@ -69,7 +69,7 @@ class Conv2D(Layer):
         n, o = dout.shape[:2]
         dout = dout.reshape(n, o, -1)
         w = self.W.data.reshape(o, -1)
-        dcol = self.backend.xp.empty((w.shape[1], n, dout.shape[2]), dtype=dout.dtype)
+        dcol = self.backend.empty((w.shape[1], n, dout.shape[2]), dtype=dout.dtype)
         self.backend.matmul(w.T, dout, out=dcol.transpose(1, 0, 2))
         dcol = dcol.reshape(w.shape[1], -1).T  # (N*OH*OW, CKK)
         return self.backend.col2im(dcol, self.x_shape, self.kernel_size, self.stride, self.pad)

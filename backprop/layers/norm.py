@@ -27,8 +27,8 @@ class _BatchNorm(Layer):
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         if eps <= 0:
             raise ValueError(f"eps must be positive, got {eps}")
-        self.momentum = momentum
-        self.eps = eps
+        self.momentum = float(momentum)
+        self.eps = float(eps)
         b = self.backend
         self.gamma = Parameter(b.xp.ones(num_features, dtype=b.dtype), b)
         self.beta = Parameter(b.zeros((num_features,)), b)
