@@ -52,6 +52,12 @@ def known_backends() -> tuple[str, ...]:
     return tuple(_BACKENDS)
 
 
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend ``name``, whether or not it can run here (its module imports lazily)."""
+    module_name, class_name = _BACKENDS[name]
+    return getattr(_module(name), class_name)
+
+
 def available_backends() -> dict[str, str | None]:
     """Every known backend mapped to None when it can run here, else to the reason it cannot."""
     return {name: _reason(name) for name in _BACKENDS}
@@ -88,8 +94,7 @@ def get_backend(name: str | Backend | None = None, dtype: DTypeLike | None = Non
         raise BackendUnavailableError(f"backend {key!r} is not available: {reason}")
     dt = as_float_dtype(np.float32 if dtype is None else dtype)
     if (key, dt) not in _instances:
-        module_name, class_name = _BACKENDS[key]
-        _instances[key, dt] = getattr(_module(key), class_name)(dtype=dt, seed=_seed["value"])
+        _instances[key, dt] = backend_class(key)(dtype=dt, seed=_seed["value"])
     return _instances[key, dt]
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backprop.backends import available_backends, get_backend, known_backends
+from backprop.backends import Backend, available_backends, get_backend, known_backends
+from backprop.backends.registry import backend_class
 
 GPU_BACKENDS = {"cupy"}
 
@@ -37,9 +38,20 @@ def backend64(request):
     return _get(request.param, np.float64)
 
 
-@pytest.fixture(params=_params([n for n in known_backends() if n != "numpy"]))
+def overrides(name: str, kernel: str) -> bool:
+    """Whether backend ``name`` has its own ``kernel`` rather than the reference it inherits."""
+    return getattr(backend_class(name), kernel) is not getattr(Backend, kernel)
+
+
+def overriding(*kernels: str) -> list:
+    """Backends with their own version of any of ``kernels``: the ones a parity test can check."""
+    return _params([n for n in known_backends() if any(overrides(n, k) for k in kernels)])
+
+
+@pytest.fixture
 def accel_backend(request):
-    """Each backend other than the NumPy reference, for parity tests against it."""
+    """A backend with its own kernels, for parity tests against the NumPy reference; tests choose
+    which ones with ``@pytest.mark.parametrize("accel_backend", overriding(...), indirect=True)``."""
     return _get(request.param)
 
 
