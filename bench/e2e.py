@@ -1,0 +1,426 @@
+"""End-to-end training benchmark: every backprop backend x every zoo model, with PyTorch alongside.
+
+    python bench/e2e.py                     # all available backends, simpleconvnet, lenet5, mlp
+    python bench/e2e.py --quick             # under a minute: fewer steps, accuracy after 1,000 images
+    python bench/e2e.py --backends numpy,numba --models mlp --out /tmp/e2e
+
+For each (backend, model): batch 100, float32, Adam lr 1e-3, seed 0, the embedded MNIST subset held in
+memory with pixels scaled to [0, 1] (the data and the model come from ``backprop.runs``, exactly as
+``backprop train`` prepares them). Each configuration runs in its own subprocess (this script with the
+hidden ``--one BACKEND MODEL`` flag, answering with one JSON line), so the peak host memory
+(``ru_maxrss``, which is per process) of one does not leak into the next. In that subprocess:
+
+1. cold start: model build + the first training step (includes Numba JIT compilation or cache load),
+   timed after the imports and the data loading;
+2. one epoch over the training set (6,000 images; 1,000 with ``--quick``), then the test accuracy on
+   the 1,000 test images, so speed never hides a wrong result;
+3. ``--windows`` timed windows of ``--steps`` steps (backend synchronized before each clock read);
+   images/s is their median, seconds per epoch is 60,000 / images/s (full MNIST).
+
+PyTorch (when importable, and unless ``BACKPROP_BENCH_NO_TORCH=1``) trains the same networks on the
+CPU with ``torch.set_num_threads(os.cpu_count())``, the same initial weights (copied from backprop's
+model built with the same seed), the same batches and Adam; each row shows ours / torch images/s.
+
+FLOPs per training step are counted analytically from conv and linear layers only: forward = 2 x MACs,
+backward = 2 x forward (gradient w.r.t. the input and w.r.t. the weights, counted for every layer,
+the first included), so one step = 3 x forward. Activations, pooling, loss and the optimizer are not
+counted. The machine's float32 matmul peak is the median rate of a 2048x2048 NumPy matmul.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BATCH = 100
+LR = 1e-3
+SEED = 0
+FULL_MNIST = 60_000
+MODELS = ("simpleconvnet", "lenet5", "mlp")
+MARK = "E2E-JSON "
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="under a minute: 3 windows of 5 steps, accuracy after 1,000 training images")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated backprop backends (default: every available one)")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated (default {','.join(MODELS)})")
+    p.add_argument("--out", default=str(HERE / "results"), help="output folder (default bench/results/)")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed window (default 20; quick 5)")
+    p.add_argument("--windows", type=int, default=None, help="timed windows (default 5; quick 3)")
+    p.add_argument("--train-images", type=int, default=None,
+                   help="images in the accuracy epoch (default 6,000; quick 1,000)")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch (also: BACKPROP_BENCH_NO_TORCH=1)")
+    p.add_argument("--one", nargs=2, metavar=("BACKEND", "MODEL"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.steps = args.steps or (5 if args.quick else 20)
+    args.windows = args.windows or (3 if args.quick else 5)
+    args.train_images = args.train_images or (1000 if args.quick else 6000)
+    for name in ("steps", "windows", "train_images"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+# -- FLOPs ------------------------------------------------------------------------------------------
+def forward_macs(model: Any, shape: tuple[int, int, int] = (1, 28, 28)) -> int:
+    """Multiply-adds of the conv and linear layers for one image, propagating the shape through."""
+    from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D
+    c, h, w = shape
+    flat: int | None = None
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, (Conv2D, MaxPool2D)):
+            (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.pad
+            h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+            if isinstance(layer, Conv2D):
+                macs += h * w * layer.out_channels * layer.in_channels * kh * kw
+                c = layer.out_channels
+        elif isinstance(layer, Flatten):
+            flat = c * h * w
+        elif isinstance(layer, Linear):
+            n_in, n_out = layer.W.data.shape
+            assert flat in (None, n_in), (flat, n_in)
+            macs += n_in * n_out
+            flat = n_out
+    return macs
+
+
+def step_flops(model: Any, batch: int = BATCH) -> int:
+    return 3 * 2 * forward_macs(model) * batch
+
+
+def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
+    """GFLOP/s of an n x n float32 NumPy matmul, median of ``repeat`` after one warm-up."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    a @ b
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+# -- one configuration, in its own process ----------------------------------------------------------
+def _config(model: str, backend: str, train_images: int) -> Any:
+    from backprop.runs import RunConfig
+    return RunConfig(model=model, dataset="mnist", backend=backend, dtype="float32", epochs=1,
+                     batch_size=BATCH, optimizer="adam", lr=LR, seed=SEED, train_limit=train_images)
+
+
+def _cycle(loader: Any):
+    while True:
+        yield from loader
+
+
+def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from backprop import SoftmaxCrossEntropy, get_backend
+    from backprop.data import load_mnist_subset
+    from backprop.runs import build, evaluate, loaders
+
+    data = load_mnist_subset()
+    config = _config(model_name, backend_name, args.train_images)
+    clock = time.perf_counter
+    t0 = clock()
+    backend = get_backend(backend_name, "float32")
+    model, opt = build(config, backend, classes=10)
+    loss = SoftmaxCrossEntropy(backend)
+    train, test = loaders(data, config, backend)
+
+    def step(xb: Any, yb: Any) -> None:
+        out = model.forward(xb)
+        loss.forward(out, yb)
+        model.backward_params(loss.backward())
+        opt.step()
+
+    batches = iter(train)
+    step(*next(batches))
+    backend.synchronize()
+    cold = clock() - t0
+    for xb, yb in batches:  # the rest of the epoch: accuracy, and the warm-up
+        step(xb, yb)
+    backend.synchronize()
+    test_loss, test_acc, _ = evaluate(model, test, 10)
+    endless = _cycle(train)
+    rates = []
+    for _ in range(args.windows):
+        backend.synchronize()
+        t = clock()
+        for _ in range(args.steps):
+            step(*next(endless))
+        backend.synchronize()
+        rates.append(args.steps * BATCH / (clock() - t))
+    return {"cold_start_s": cold, "images_per_s": statistics.median(rates), "window_images_per_s": rates,
+            "test_acc": test_acc, "test_loss": test_loss, "flops_per_step": step_flops(model)}
+
+
+def torch_model(ours: Any) -> Any:
+    """The same network in PyTorch, with ``ours``'s weights (torch's Linear weight is (out, in))."""
+    import torch
+    from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU
+    nn = torch.nn
+    get = ours.backend.to_numpy
+    layers = []
+    for layer in ours.layers:
+        if isinstance(layer, Conv2D):
+            m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.pad)
+            w = get(layer.W.data)
+        elif isinstance(layer, Linear):
+            m = nn.Linear(*layer.W.data.shape)
+            w = get(layer.W.data).T
+        elif isinstance(layer, MaxPool2D):
+            layers.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.pad))
+            continue
+        elif isinstance(layer, ReLU):
+            layers.append(nn.ReLU())
+            continue
+        elif isinstance(layer, Flatten):
+            layers.append(nn.Flatten())
+            continue
+        else:
+            raise TypeError(f"no PyTorch counterpart for {type(layer).__name__}")
+        with torch.no_grad():
+            m.weight.copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
+            m.bias.copy_(torch.from_numpy(get(layer.b.data).astype(np.float32)))
+        layers.append(m)
+    return nn.Sequential(*layers)
+
+
+def run_torch(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from backprop import get_backend
+    from backprop.data import load_mnist_subset
+    from backprop.runs import build, loaders
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = load_mnist_subset()
+    config = _config(model_name, "numpy", args.train_images)
+    clock = time.perf_counter
+    t0 = clock()
+    host = get_backend("numpy", "float32")
+    ours, _ = build(config, host, classes=10)  # same seed, same initial weights
+    model = torch_model(ours)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    train, test = loaders(data, config, host)  # the same batches, same [0, 1] scaling
+
+    def step(xb: np.ndarray, yb: np.ndarray) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(torch.from_numpy(xb)), torch.from_numpy(yb)).backward()
+        opt.step()
+
+    batches = iter(train)
+    step(*next(batches))
+    cold = clock() - t0
+    for xb, yb in batches:
+        step(xb, yb)
+    correct, n, total = 0, 0, 0.0
+    model.eval()
+    with torch.no_grad():
+        for xb, yb in test:
+            out, y = model(torch.from_numpy(xb)), torch.from_numpy(yb)
+            total += float(loss_fn(out, y)) * len(yb)
+            correct += int((out.argmax(1) == y).sum())
+            n += len(yb)
+    model.train()
+    endless = _cycle(train)
+    rates = []
+    for _ in range(args.windows):
+        t = clock()
+        for _ in range(args.steps):
+            step(*next(endless))
+        rates.append(args.steps * BATCH / (clock() - t))
+    return {"cold_start_s": cold, "images_per_s": statistics.median(rates), "window_images_per_s": rates,
+            "test_acc": correct / n, "test_loss": total / n, "flops_per_step": step_flops(ours),
+            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def one(backend: str, model: str, args: argparse.Namespace) -> int:
+    row = run_torch(model, args) if backend == "torch" else run_ours(backend, model, args)
+    row.update(backend=backend, model=model, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(MARK + json.dumps(row), flush=True)
+    return 0
+
+
+# -- the driver -------------------------------------------------------------------------------------
+def torch_status() -> tuple[bool, str]:
+    """(usable, version or reason), asked of a subprocess so this process never imports torch."""
+    if os.environ.get("BACKPROP_BENCH_NO_TORCH", "") not in ("", "0"):
+        return False, "disabled by BACKPROP_BENCH_NO_TORCH"
+    r = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["import failed"])[-1]
+        return False, f"torch is not importable: {last}"
+    return True, r.stdout.strip()
+
+
+def child(backend: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", backend, model, "--steps", str(args.steps),
+           "--windows", str(args.windows), "--train-images", str(args.train_images)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK):])
+    err = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+    return {"backend": backend, "model": model, "error": err}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "processor": cpu or "unknown", "system": platform.system(),
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def machine_id(m: dict[str, Any]) -> str:
+    cpu = re.sub(r"\((r|tm)\)|cpu|processor|@.*$", "", m["processor"], flags=re.I)
+    return f"cpu{m['cpus']}-" + (re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-")[:30] or "unknown")
+
+
+def fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(rows: list[dict[str, Any]], peak: float) -> str:
+    head = ("| model | backend | cold start s | images/s | s/epoch (60k) | GFLOP/s | % matmul peak | "
+            "peak RSS MB | test acc | ours/torch |")
+    lines = [head, "|" + "|".join(["---"] * 10) + "|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['backend']} | error: {r['error']} |" + " |" * 7)
+            continue
+        lines.append(
+            f"| {r['model']} | {r['backend']} | {r['cold_start_s']:.2f} | {r['images_per_s']:,.0f} | "
+            f"{r['s_per_epoch']:.1f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {100 * r['test_acc']:.1f}% | {fmt(r.get('vs_torch'), '.2f')} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> str:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no PNG chart"
+    ok = [r for r in rows if "error" not in r]
+    models = list(dict.fromkeys(r["model"] for r in ok))
+    backends = list(dict.fromkeys(r["backend"] for r in ok))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / max(1, len(backends))
+    for j, b in enumerate(backends):
+        xs = [i + j * width for i, m in enumerate(models) for r in ok if r["model"] == m and r["backend"] == b]
+        ys = [r["images_per_s"] for m in models for r in ok if r["model"] == m and r["backend"] == b]
+        ax.bar(xs, ys, width, label=b)
+    ax.set_xticks([i + width * (len(backends) - 1) / 2 for i in range(len(models))], models)
+    ax.set_ylabel("training images/s (batch 100, float32)")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"chart: {path}"
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.one:
+        return one(*args.one, args)
+    import backprop
+    available = {k: v for k, v in backprop.available_backends().items()}
+    if args.backends:
+        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        for b in backends:
+            if b not in available:
+                sys.exit(f"unknown backend {b!r}: choose from {', '.join(available)}")
+    else:
+        backends = [b for b, why in available.items() if why is None]
+    skipped = {b: why for b, why in available.items() if b in backends and why is not None}
+    backends = [b for b in backends if b not in skipped]
+    models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
+    for m in models:
+        if m not in MODELS:
+            sys.exit(f"unknown model {m!r}: choose from {', '.join(MODELS)}")
+    use_torch, torch_info = (False, "disabled by --no-torch") if args.no_torch else torch_status()
+
+    started = time.time()
+    m = machine()
+    peak = matmul_peak()
+    print(f"machine: {m['cpus']} CPUs, {m['processor']}; float32 matmul peak (2048^2 NumPy) {peak:.1f} GFLOP/s")
+    for b, why in skipped.items():
+        print(f"backend {b} skipped: {why}")
+    print(f"torch: {torch_info if use_torch else 'not measured (' + torch_info + ')'}")
+    if args.quick:
+        print(f"--quick: accuracy after {args.train_images:,} training images (one partial epoch), "
+              f"{args.windows} windows of {args.steps} steps")
+
+    rows: list[dict[str, Any]] = []
+    for model in models:
+        torch_row = child("torch", model, args) if use_torch else None
+        for b in backends:
+            r = child(b, model, args)
+            if torch_row is not None and "error" not in torch_row and "error" not in r:
+                r["vs_torch"] = r["images_per_s"] / torch_row["images_per_s"]
+            rows.append(r)
+            print(f"  {model:14s} {b:8s} " + (f"{r['images_per_s']:,.0f} images/s" if "error" not in r
+                                              else f"error: {r['error']}"), flush=True)
+        if torch_row is not None:
+            rows.append(torch_row)
+            print(f"  {model:14s} torch    " + (f"{torch_row['images_per_s']:,.0f} images/s"
+                                               if "error" not in torch_row else f"error: {torch_row['error']}"))
+    for r in rows:
+        if "error" not in r:
+            r["s_per_epoch"] = FULL_MNIST / r["images_per_s"]
+            r["gflops"] = r["flops_per_step"] * r["images_per_s"] / BATCH / 1e9
+
+    md = table(rows, peak)
+    print()
+    print(md)
+    notes = ("FLOPs: conv + linear only, forward = 2 x MACs, backward = 2 x forward (one step = 3 x forward). "
+             f"Accuracy: one epoch over {args.train_images:,} training images of the embedded subset, "
+             "tested on its 1,000 test images." + (" (--quick: a partial epoch.)" if args.quick else ""))
+    print("\n" + notes)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{datetime.date.today().isoformat()}-{machine_id(m)}-e2e" + ("-quick" if args.quick else "")
+    result = {
+        "machine": m, "matmul_peak_gflops": peak, "quick": args.quick, "batch_size": BATCH, "dtype": "float32",
+        "optimizer": f"adam lr={LR}", "seed": SEED, "steps_per_window": args.steps, "windows": args.windows,
+        "accuracy_train_images": args.train_images, "flops_convention": notes.split(" Accuracy")[0],
+        "backends": backends, "skipped_backends": skipped, "models": models,
+        "torch": {"available": use_torch, "info": torch_info}, "rows": rows,
+        "seconds": time.time() - started, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(md + "\n\n" + notes + "\n")
+    print(f"\nwrote {out / (stem + '.json')} and {out / (stem + '.md')}")
+    print(plot(rows, out / f"{stem}.png", f"{m['processor']}, {m['cpus']} CPUs - {stem}"))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

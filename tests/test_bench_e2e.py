@@ -1,0 +1,55 @@
+"""bench/e2e.py runs end to end on tiny settings, writes well-formed JSON, and reports a missing torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "e2e.py"
+
+
+def test_e2e_quick_numpy_mlp_without_torch(tmp_path):
+    env = {**os.environ, "BACKPROP_BENCH_NO_TORCH": "1"}
+    r = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--backends", "numpy", "--models", "mlp",
+                        "--steps", "2", "--windows", "2", "--train-images", "200", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "torch: not measured (disabled by BACKPROP_BENCH_NO_TORCH)" in r.stdout
+    assert "| mlp | numpy |" in r.stdout
+    files = list(tmp_path.glob("*-e2e-quick.json"))
+    assert len(files) == 1, list(tmp_path.iterdir())
+    assert files[0].with_suffix(".md").exists()
+    result = json.loads(files[0].read_text())
+    for key in ("machine", "matmul_peak_gflops", "quick", "batch_size", "rows", "torch", "flops_convention",
+                "accuracy_train_images"):
+        assert key in result
+    assert result["quick"] is True and result["accuracy_train_images"] == 200
+    assert result["torch"]["available"] is False
+    assert result["matmul_peak_gflops"] > 0
+    assert len(result["rows"]) == 1
+    row = result["rows"][0]
+    assert (row["backend"], row["model"]) == ("numpy", "mlp")
+    for key in ("cold_start_s", "images_per_s", "s_per_epoch", "gflops", "flops_per_step", "peak_rss_mb"):
+        assert row[key] > 0, key
+    assert 0 < row["test_acc"] <= 1
+    assert "vs_torch" not in row
+    # forward MACs of the 784-100-100-10 MLP, x2 for FLOPs, x3 for a training step, x100 images
+    assert row["flops_per_step"] == 3 * 2 * (784 * 100 + 100 * 100 + 100 * 10) * 100
+
+
+def test_missing_torch_is_reported(tmp_path, monkeypatch):
+    """With torch unimportable (a stub that raises shadows it), the driver says so instead of crashing."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import e2e
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    (tmp_path / "torch.py").write_text("raise ImportError('no torch here (test stub)')\n")
+    monkeypatch.delenv("BACKPROP_BENCH_NO_TORCH", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    ok, why = e2e.torch_status()
+    assert ok is False
+    assert "not importable" in why and "no torch here" in why
