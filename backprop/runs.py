@@ -213,7 +213,10 @@ def read_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no {CONFIG})")
-    return RunConfig.from_dict(json.loads(path.read_text()))
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # truncated JSON, or fields of the wrong kind
+        raise ValueError(f"{path}: not a valid run configuration ({exc})") from None
 
 
 def plot_metrics(history: list[dict[str, Any]], path: Path, title: str = "") -> Path:

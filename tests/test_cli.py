@@ -155,9 +155,12 @@ def test_bad_arguments_are_argparse_errors(argv, message, capsys):
     (["eval", "missing.npz"], "no checkpoint at"),
     (["train", "--dataset", "fashion-mnist", *SMALL], "Fashion-MNIST not found"),
     (["train", "--data-dir", "empty", *SMALL], "MNIST files not found in empty"),
+    (["train", "--resume", "broken"], "not a valid run configuration"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text('{"model": ')  # truncated
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
