@@ -8,21 +8,22 @@
 #   run(command="COMMIT=<hash> bash bench/gpu_job.sh")               # from the device tool
 #   COMMIT=$(git rev-parse HEAD) OUT=/tmp/gpu bash bench/gpu_job.sh  # anywhere, as a dry run
 set -uo pipefail
+PY=${PY:-python3}  # on the device machine, python3 is the interpreter that holds CuPy and torch
 OUT=${OUT:-bench/results/gpu-$(date +%F)}
 mkdir -p "$OUT"
 log="$OUT/log.txt"
 {
   echo "== commit ${COMMIT:-unknown}, $(date -u +%FT%TZ)"
   nvidia-smi || echo "nvidia-smi: not available"
-  pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -n 3
-  python -c "import numpy, backprop; print('numpy', numpy.__version__); print(backprop.available_backends())"
-  python -c "import cupy; print('cupy', cupy.__version__)" || true
+  $PY -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -n 3
+  $PY -c "import numpy, backprop; print('numpy', numpy.__version__); print(backprop.available_backends())"
+  $PY -c "import cupy; print('cupy', cupy.__version__)" || true
   echo "== tests (all, GPU included)"
-  python -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tail -n 60
+  $PY -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tail -n 60
   echo "pytest exit ${PIPESTATUS[0]}"
 } > "$log" 2>&1
-python -m pytest -q -p no:cacheprovider bench/test_kernels_bench.py --benchmark-only \
+$PY -m pytest -q -p no:cacheprovider bench/test_kernels_bench.py --benchmark-only \
   --benchmark-json="$OUT/kernels.json" --benchmark-columns=median,iqr,rounds > "$OUT/kernels.txt" 2>&1
-python bench/e2e.py --out "$OUT" > "$OUT/e2e.txt" 2>&1
+$PY bench/e2e.py --out "$OUT" > "$OUT/e2e.txt" 2>&1
 tail -n 4 "$log"
 tail -n 16 "$OUT/e2e.txt"
