@@ -54,8 +54,7 @@ def known_backends() -> tuple[str, ...]:
 
 def backend_class(name: str) -> type[Backend]:
     """The class of backend ``name``, whether or not it can run here (its module imports lazily)."""
-    module_name, class_name = _BACKENDS[name]
-    return getattr(_module(name), class_name)
+    return getattr(_module(name), _BACKENDS[name][1])
 
 
 def available_backends() -> dict[str, str | None]:

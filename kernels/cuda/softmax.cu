@@ -5,14 +5,21 @@
 // the kernels free of shared memory and synchronisation (and so checkable by the CPU harness).
 #include "common.cuh"
 
+// The largest entry of a row: every softmax below is shifted by it so exp never overflows.
+template <typename T>
+__device__ __forceinline__ T row_max(const T* z, idx_t cols) {
+  T top = z[0];
+  for (idx_t j = 1; j < cols; ++j) top = z[j] > top ? z[j] : top;
+  return top;
+}
+
 // y = exp(x - max) / sum(exp(x - max)) along each row.
 template <typename T>
 __global__ void softmax_forward(const T* __restrict__ x, T* __restrict__ y, idx_t rows, idx_t cols) {
   for (idx_t r = thread_index(); r < rows; r += grid_stride()) {
     const T* xr = x + r * cols;
     T* yr = y + r * cols;
-    T top = xr[0];
-    for (idx_t j = 1; j < cols; ++j) top = xr[j] > top ? xr[j] : top;
+    const T top = row_max(xr, cols);
     T sum = 0;
     for (idx_t j = 0; j < cols; ++j) {
       yr[j] = bp_exp(xr[j] - top);
@@ -44,8 +51,7 @@ __global__ void softmax_xent_labels(const T* __restrict__ logits, const long lon
   for (idx_t r = thread_index(); r < rows; r += grid_stride()) {
     const T* z = logits + r * cols;
     T* g = grad + r * cols;
-    T top = z[0];
-    for (idx_t j = 1; j < cols; ++j) top = z[j] > top ? z[j] : top;
+    const T top = row_max(z, cols);
     T sum = 0;
     for (idx_t j = 0; j < cols; ++j) sum += bp_exp(z[j] - top);
     const long long label = labels[r];
@@ -67,8 +73,7 @@ __global__ void softmax_xent_probs(const T* __restrict__ logits, const T* __rest
   for (idx_t r = thread_index(); r < rows; r += grid_stride()) {
     const idx_t base = r * cols;
     const T* z = logits + base;
-    T top = z[0];
-    for (idx_t j = 1; j < cols; ++j) top = z[j] > top ? z[j] : top;
+    const T top = row_max(z, cols);
     T sum = 0;
     for (idx_t j = 0; j < cols; ++j) sum += bp_exp(z[j] - top);
     const T log_z = bp_log(sum);
