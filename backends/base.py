@@ -114,6 +114,15 @@ class Backend:
                            stride: Pair, pad: Pair) -> Any:
         return ref.maxpool2d_backward(self.xp, dout, argmax, x_shape, kernel, stride, pad)
 
+    # -- kernels: bias over the channel axis (axis 1) --------------------------------------------
+    def add_bias(self, y: Any, b: Any) -> None:
+        """In place: y[:, c] += b[c]."""
+        ref.add_bias(self.xp, y, b)
+
+    def bias_grad(self, dout: Any, out: Any) -> None:
+        """out[c] = dout[:, c].sum(), written into ``out``."""
+        ref.bias_grad(self.xp, dout, out)
+
     # -- kernels: activations ---------------------------------------------------------------------
     def relu(self, x: Any) -> Any:
         return ref.relu(self.xp, x)

@@ -1,25 +1,26 @@
-"""The Numba backend: NumPy arrays, with the kernels that measured faster replaced by parallel JIT loops.
+"""The Numba backend: NumPy arrays, with the hot kernels replaced by JIT-compiled loops.
 
-Everything else is the NumPy reference (see ``kernels/numba_cpu.py`` for what was measured), and
-matrix products stay on BLAS (NumPy's matmul). Numba's threads and BLAS's threads take turns, never
-run at once; what matters on a small machine is that idle Numba threads sleep instead of spinning
-while BLAS works, so the workqueue threading layer is the default here (set NUMBA_THREADING_LAYER to
-choose another). NUMBA_NUM_THREADS sets Numba's thread count, OPENBLAS_NUM_THREADS /
-OMP_NUM_THREADS the BLAS one; ``backprop info`` shows both. Kernels compile on first use, not at
-import, and are cached on disk for the next process.
+Matrix products stay on BLAS (NumPy's matmul); everything around them (im2col, col2im, pooling,
+bias, activations, softmax-cross-entropy, optimizer updates) is one Numba loop each, where NumPy
+needs several passes and temporaries. The kernels are serial loops (``kernels/numba_cpu.py`` says
+what was measured), so the cores belong to BLAS, whose threads OPENBLAS_NUM_THREADS /
+OMP_NUM_THREADS set; NUMBA_NUM_THREADS would size Numba's own pool, which these kernels never wake.
+``backprop info`` shows both. Kernels compile on first use, not at import, and are cached on disk
+for the next process. Anything a kernel does not cover (pooling windows other than 2x2 with stride
+2, a non-contiguous optimizer state, tanh's forward pass, softmax) is the NumPy reference.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from backprop.backends.base import Backend
+from backprop.backends.base import Backend, Pair
+from backprop.kernels.reference import conv_output_size
 
 INSTALL_HINT = "pip install 'backprop[numba]'"
 
@@ -28,16 +29,62 @@ def _flat(a: Any) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1)
 
 
+def _is_2x2(kernel: Pair, stride: Pair, pad: Pair) -> bool:
+    """The pooling window the Numba kernels cover (other windows use the reference)."""
+    return kernel == (2, 2) and stride == (2, 2) and pad == (0, 0)
+
+
 class NumbaBackend(Backend):
     name = "numba"
     xp = np
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        numba = importlib.import_module("numba")
-        if "NUMBA_THREADING_LAYER" not in os.environ:
-            numba.config.THREADING_LAYER = "workqueue"
         self.k = importlib.import_module("backprop.kernels.numba_cpu")
         super().__init__(*args, **kwargs)
+
+    # -- convolution lowering and pooling -------------------------------------------------------
+    def im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
+        n, c, h, w = x.shape
+        oh = conv_output_size(h, kernel[0], stride[0], pad[0])
+        ow = conv_output_size(w, kernel[1], stride[1], pad[1])
+        col = np.empty((c, *kernel, n, oh, ow), dtype=x.dtype)
+        self.k.im2col(np.ascontiguousarray(x), *stride, *pad, col)
+        return col.reshape(c * kernel[0] * kernel[1], n * oh * ow).T  # column-major, as the reference's
+
+    def col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
+        n, c, h, w = x_shape
+        oh = conv_output_size(h, kernel[0], stride[0], pad[0])
+        ow = conv_output_size(w, kernel[1], stride[1], pad[1])
+        patches = np.ascontiguousarray(col.T).reshape(c, *kernel, n, oh, ow)  # no copy from im2col's layout
+        img = np.empty(x_shape, dtype=col.dtype)
+        self.k.col2im(patches, *stride, *pad, img)
+        return img
+
+    def maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
+        if not _is_2x2(kernel, stride, pad):
+            return super().maxpool2d(x, kernel, stride, pad)
+        n, c, h, w = x.shape
+        out = np.empty((n, c, h // 2, w // 2), dtype=x.dtype)
+        argmax = np.empty(out.shape, dtype=np.int8)
+        self.k.maxpool2x2(np.ascontiguousarray(x), out, argmax)
+        return out, argmax
+
+    def maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
+                           stride: Pair, pad: Pair) -> Any:
+        if not _is_2x2(kernel, stride, pad):
+            return super().maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
+        dx = np.empty(x_shape, dtype=dout.dtype)
+        self.k.maxpool2x2_backward(np.ascontiguousarray(dout), np.ascontiguousarray(argmax), dx)
+        return dx
+
+    # -- bias -----------------------------------------------------------------------------------------
+    def add_bias(self, y: Any, b: Any) -> None:
+        if not y.flags.c_contiguous:
+            return super().add_bias(y, b)
+        self.k.add_bias(y.reshape(y.shape[0], y.shape[1], -1), np.ascontiguousarray(b))
+
+    def bias_grad(self, dout: Any, out: Any) -> None:
+        self.k.bias_grad(np.ascontiguousarray(dout).reshape(dout.shape[0], dout.shape[1], -1), out)
 
     # -- activations ------------------------------------------------------------------------------
     def _map(self, kernel: Callable[..., None], *arrays: Any) -> Any:
@@ -60,6 +107,54 @@ class NumbaBackend(Backend):
 
     def tanh_backward(self, dout: Any, y: Any) -> Any:
         return self._map(self.k.tanh_backward, dout, y)
+
+    def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
+        logits = np.ascontiguousarray(logits)
+        grad = np.empty_like(logits)
+        if target.ndim == 1:
+            loss = self.k.softmax_cross_entropy_labels(logits, target, grad)
+        else:
+            loss = self.k.softmax_cross_entropy_probs(logits, np.ascontiguousarray(target), grad)
+        return np.asarray(loss, dtype=logits.dtype), grad
+
+    # -- optimizer updates (in place; the reference handles anything not contiguous) --------------
+    @staticmethod
+    def _inplace_ok(*arrays: Any) -> bool:
+        return all(a.flags.c_contiguous and a.dtype == arrays[0].dtype for a in arrays)
+
+    def sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
+                   nesterov: bool) -> None:
+        arrays = (p, g) if velocity is None else (p, g, velocity)
+        if not self._inplace_ok(*arrays):
+            return super().sgd_update(p, g, velocity, lr, momentum, nesterov)
+        t = p.dtype.type
+        if velocity is None:
+            self.k.sgd(p.reshape(-1), g.reshape(-1), t(lr))
+        else:
+            self.k.sgd_momentum(p.reshape(-1), g.reshape(-1), velocity.reshape(-1), t(lr), t(momentum),
+                                nesterov)
+
+    def adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
+        if not self._inplace_ok(p, g, sum_sq):
+            return super().adagrad_update(p, g, sum_sq, lr, eps)
+        t = p.dtype.type
+        self.k.adagrad(p.reshape(-1), g.reshape(-1), sum_sq.reshape(-1), t(lr), t(eps))
+
+    def rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
+        if not self._inplace_ok(p, g, mean_sq):
+            return super().rmsprop_update(p, g, mean_sq, lr, rho, eps)
+        t = p.dtype.type
+        self.k.rmsprop(p.reshape(-1), g.reshape(-1), mean_sq.reshape(-1), t(lr), t(rho), t(1 - rho), t(eps))
+
+    def adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
+                    eps: float, step: int) -> None:
+        if not self._inplace_ok(p, g, m, v):
+            return super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
+        t = p.dtype.type
+        lr_t = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
+        eps_t = eps * (1 - beta2 ** step) ** 0.5
+        self.k.adam(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),
+                    t(1 - beta1), t(beta2), t(1 - beta2), t(eps_t))
 
 
 def probe() -> str | None:

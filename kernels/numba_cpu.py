@@ -1,51 +1,305 @@
-"""Numba kernels for the CPU: parallel loops, JIT-compiled on first call and cached on disk.
+"""Numba kernels for the CPU: direct loops, JIT-compiled on first call and cached on disk.
 
-Only kernels that measured faster than the NumPy reference on this project's 2-core machine live here
-(the elementwise activation kernels, whose single fused pass beats NumPy's temporaries); for the rest
-(im2col, col2im, max-pooling, softmax-cross-entropy, tanh, optimizer updates) direct Numba loops
-measured 1.5-50x slower than the vectorized reference, largely because waking Numba's worker threads
-between kernels costs milliseconds there, so the Numba backend inherits the reference for them. Each
-kernel computes exactly what its reference in ``kernels/reference.py`` computes. Importing this module
-compiles nothing; ``cache=True`` keeps the machine code for the next process.
+Each kernel computes what its reference in ``kernels/reference.py`` computes (same values, same tie,
+NaN and padding rules), in one pass over memory where NumPy needs several passes and temporaries.
+Loops run image by image and plane by plane, so that the plane being read or written stays in the
+L1/L2 cache, and the innermost loop runs over a contiguous row, which LLVM vectorizes.
+
+Measured on this project's 2-core machine (``bench/results/``), which shaped the code:
+- Serial loops. Image-parallel ``prange`` versions were no faster end to end: waking Numba's worker
+  threads between kernels, while BLAS's threads own the cores, cost about what the second core gained.
+- Indices that may be negative as far as the compiler knows (``ox * stride + kx - pad``) go through
+  :func:`_u` once they are known to be in bounds, or Numba's negative-index wraparound check stops
+  vectorization (4-8x slower).
+- Max pooling has a kernel for the 2x2, stride 2, unpadded window only: with the window size known at
+  compile time the comparisons become branch-free selects; a loop over a run-time window measured
+  2-3x slower than NumPy, so other windows use the reference.
+
+float32 arithmetic stays float32: scalars are passed in the arrays' dtype by the backend. BLAS is
+never called inside a kernel. Importing this module compiles nothing; ``cache=True`` keeps the
+machine code for the next process.
 """
 
 from __future__ import annotations
 
 import math
 
-from numba import njit, prange
+import numpy as np
+from numba import njit
 
-_JIT = {"cache": True, "nogil": True}
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+def _kernel(**options):
+    """Compile with the project's options (plus ``options``) on first call."""
+    return njit(**_JIT, **options)
+
+
+@njit(inline="always", **_JIT)
+def _u(i: int) -> int:
+    """An index known to be in bounds, as unsigned: Numba then skips its negative-index wraparound
+    check, which otherwise stops LLVM from vectorizing the loop (measured 4-8x slower)."""
+    return np.uint64(i)
+
+
+@njit(inline="always", **_JIT)
+def _valid_range(k: int, stride: int, pad: int, size: int, out: int) -> tuple[int, int]:
+    """The outputs o in [lo, hi) whose input index o * stride + k - pad lies inside [0, size)."""
+    lo = 0 if k >= pad else (pad - k + stride - 1) // stride
+    hi = min(out, (size - 1 - k + pad) // stride + 1) if size - 1 - k + pad >= 0 else 0
+    return min(lo, out), max(hi, min(lo, out))
+
+
+# -- convolution lowering -----------------------------------------------------------------------------
+
+@_kernel()
+def im2col(x, sh, sw, ph, pw, col):  # pragma: no cover - compiled
+    """Fill ``col`` (C, KH, KW, N, OH, OW) with every patch pixel, zero where it falls in the padding:
+    the memory layout of the reference's patch matrix."""
+    n, c, h, w = x.shape
+    kh, kw, oh, ow = col.shape[1], col.shape[2], col.shape[4], col.shape[5]
+    for ni in range(n):
+        for ci in range(c):
+            for ky in range(kh):
+                for kx in range(kw):
+                    lo, hi = _valid_range(kx, sw, pw, w, ow)
+                    for oy in range(oh):
+                        iy = oy * sh + ky - ph
+                        if iy < 0 or iy >= h:
+                            for ox in range(ow):
+                                col[ci, ky, kx, ni, oy, _u(ox)] = 0
+                            continue
+                        for ox in range(lo):
+                            col[ci, ky, kx, ni, oy, _u(ox)] = 0
+                        for ox in range(lo, hi):
+                            col[ci, ky, kx, ni, oy, _u(ox)] = x[ni, ci, _u(iy), _u(ox * sw + kx - pw)]
+                        for ox in range(hi, ow):
+                            col[ci, ky, kx, ni, oy, _u(ox)] = 0
+
+
+@_kernel()
+def col2im(col, sh, sw, ph, pw, img):  # pragma: no cover - compiled
+    """Adjoint of :func:`im2col`: each image plane, zeroed, receives the sum of every patch pixel that
+    came from it (padding dropped). A plane is finished before the next starts, so it stays cached."""
+    n, c, h, w = img.shape
+    kh, kw, oh, ow = col.shape[1], col.shape[2], col.shape[4], col.shape[5]
+    for ni in range(n):
+        for ci in range(c):
+            img[ni, ci] = 0
+            for ky in range(kh):
+                for kx in range(kw):
+                    lo, hi = _valid_range(kx, sw, pw, w, ow)
+                    for oy in range(oh):
+                        iy = oy * sh + ky - ph
+                        if 0 <= iy < h:
+                            for ox in range(lo, hi):
+                                img[ni, ci, _u(iy), _u(ox * sw + kx - pw)] += col[ci, ky, kx, ni, oy, _u(ox)]
+
+
+# -- max pooling: 2x2 windows, stride 2, no padding -------------------------------------------------
+
+@_kernel()
+def _window_with_nan(x, ni, ci, y0, x0):  # pragma: no cover - compiled
+    """The reference's rule for a 2x2 window that holds a NaN: the max is the NaN, and the argmax is
+    that of the values before it."""
+    best = x[ni, ci, y0, x0]
+    arg = 0
+    for k in range(1, 4):
+        v = x[ni, ci, y0 + k // 2, x0 + k % 2]
+        if best != best:
+            break
+        if v > best:
+            best, arg = v, k
+        elif v != v:
+            best = v
+    return best, arg
+
+
+@_kernel()
+def maxpool2x2(x, out, argmax):  # pragma: no cover - compiled
+    """Max over each 2x2 window (stride 2, no padding), argmax the offset ky*2+kx; the first of equal
+    values wins. A plane where some window's sum is not a number (a NaN, or +inf beside -inf) is
+    redone by the exact slow path, so the hot loop has no NaN branch."""
+    n, c = x.shape[:2]
+    oh, ow = out.shape[2], out.shape[3]
+    for ni in range(n):
+        for ci in range(c):
+            odd = False
+            for oy in range(oh):
+                for ox in range(ow):
+                    a = x[ni, ci, 2 * oy, 2 * ox]
+                    b = x[ni, ci, 2 * oy, 2 * ox + 1]
+                    d = x[ni, ci, 2 * oy + 1, 2 * ox]
+                    e = x[ni, ci, 2 * oy + 1, 2 * ox + 1]
+                    s = a + b + d + e
+                    odd |= s != s
+                    best, arg = a, 0
+                    if b > best:
+                        best, arg = b, 1
+                    if d > best:
+                        best, arg = d, 2
+                    if e > best:
+                        best, arg = e, 3
+                    out[ni, ci, oy, ox] = best
+                    argmax[ni, ci, oy, ox] = arg
+            if odd:
+                for oy in range(oh):
+                    for ox in range(ow):
+                        out[ni, ci, oy, ox], argmax[ni, ci, oy, ox] = _window_with_nan(x, ni, ci, 2 * oy, 2 * ox)
+
+
+@_kernel()
+def maxpool2x2_backward(dout, argmax, dx):  # pragma: no cover - compiled
+    """Each window's gradient to its argmax; each plane is zeroed just before, while it is in cache
+    (rows and columns no window covers, at odd sizes, stay zero)."""
+    n, c = dx.shape[:2]
+    oh, ow = dout.shape[2], dout.shape[3]
+    for ni in range(n):
+        for ci in range(c):
+            dx[ni, ci] = 0
+            for oy in range(oh):
+                for ox in range(ow):
+                    k = argmax[ni, ci, oy, ox]
+                    dx[ni, ci, 2 * oy + (k >> 1), 2 * ox + (k & 1)] = dout[ni, ci, oy, ox]
+
+
+# -- bias (arrays viewed as (N, C, P): C channels of P values each) ---------------------------------
+
+@_kernel()
+def add_bias(y, b):  # pragma: no cover - compiled
+    n, c, p = y.shape
+    for ni in range(n):
+        for ci in range(c):
+            bias = b[ci]
+            for i in range(p):
+                y[ni, ci, i] += bias
+
+
+@_kernel(fastmath={"reassoc", "contract"})
+def bias_grad(dout, db):  # pragma: no cover - compiled
+    """db[c] = the sum of dout over images and positions (reassociated, so that it vectorizes)."""
+    n, c, p = dout.shape
+    db[:] = 0
+    for ni in range(n):
+        for ci in range(c):
+            s = dout[ni, ci, 0]  # the accumulator takes the array's dtype
+            for i in range(1, p):
+                s += dout[ni, ci, i]
+            db[ci] += s
 
 
 # -- activations (flat, contiguous arrays) ----------------------------------------------------------
 
-@njit(parallel=True, **_JIT)
+@_kernel()
 def relu(x, y):  # pragma: no cover - compiled
-    for i in prange(x.size):
+    for i in range(x.size):
         y[i] = 0 if x[i] <= 0 else x[i]  # NaN passes through, as in the reference
 
 
-@njit(parallel=True, **_JIT)
+@_kernel()
 def relu_backward(dout, y, dx):  # pragma: no cover - compiled
-    for i in prange(dout.size):
+    for i in range(dout.size):
         dx[i] = dout[i] * (1 if y[i] > 0 else 0)  # NaN * 0 stays NaN, as in the reference
 
 
-@njit(parallel=True, **_JIT)
+@_kernel()
 def sigmoid(x, y):  # pragma: no cover - compiled
-    for i in prange(x.size):
+    for i in range(x.size):
         e = math.exp(-abs(x[i]))
         y[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e)
 
 
-@njit(parallel=True, **_JIT)
+@_kernel()
 def sigmoid_backward(dout, y, dx):  # pragma: no cover - compiled
-    for i in prange(dout.size):
+    for i in range(dout.size):
         dx[i] = dout[i] * y[i] * (1 - y[i])
 
 
-@njit(parallel=True, **_JIT)
+@_kernel()
 def tanh_backward(dout, y, dx):  # pragma: no cover - compiled
-    for i in prange(dout.size):
+    for i in range(dout.size):
         dx[i] = dout[i] * (1 - y[i] * y[i])
+
+
+# -- softmax-cross-entropy (rows of a contiguous (N, K) matrix) ---------------------------------------
+
+@_kernel()
+def softmax_cross_entropy_labels(logits, labels, grad):  # pragma: no cover - compiled
+    """Gradient (softmax - onehot) / N into ``grad``; returns the mean loss, log-sum-exp per row."""
+    n, k = logits.shape
+    total = 0.0
+    for i in range(n):
+        m = logits[i, 0]
+        for j in range(1, k):
+            m = max(m, logits[i, j])
+        s = 0.0
+        for j in range(k):
+            grad[i, j] = math.exp(logits[i, j] - m)
+            s += grad[i, j]
+        t = labels[i]
+        if t < 0 or t >= k:
+            raise ValueError("softmax_cross_entropy: a label lies outside [0, K)")
+        total += math.log(s) - (logits[i, t] - m)
+        scale = 1.0 / (s * n)
+        for j in range(k):
+            grad[i, j] *= scale
+        grad[i, t] -= 1.0 / n
+    return total / n
+
+
+@_kernel()
+def softmax_cross_entropy_probs(logits, target, grad):  # pragma: no cover - compiled
+    """Gradient (softmax - target) / N into ``grad``; returns the mean of sum_j t_j (lse - z_j)."""
+    n, k = logits.shape
+    total = 0.0
+    for i in range(n):
+        m = logits[i, 0]
+        for j in range(1, k):
+            m = max(m, logits[i, j])
+        s = 0.0
+        for j in range(k):
+            grad[i, j] = math.exp(logits[i, j] - m)
+            s += grad[i, j]
+        log_z = math.log(s)
+        for j in range(k):
+            total += target[i, j] * (log_z - (logits[i, j] - m))
+            grad[i, j] = (grad[i, j] / s - target[i, j]) / n
+    return total / n
+
+
+# -- optimizer updates (flat, contiguous, in place; scalars in the arrays' dtype) ---------------------
+
+@_kernel()
+def sgd(p, g, lr):  # pragma: no cover - compiled
+    for i in range(p.size):
+        p[i] -= lr * g[i]
+
+
+@_kernel()
+def sgd_momentum(p, g, v, lr, momentum, nesterov):  # pragma: no cover - compiled
+    for i in range(p.size):
+        v[i] = momentum * v[i] + g[i]
+        p[i] -= lr * (g[i] + momentum * v[i]) if nesterov else lr * v[i]
+
+
+@_kernel()
+def adagrad(p, g, s, lr, eps):  # pragma: no cover - compiled
+    for i in range(p.size):
+        s[i] += g[i] * g[i]
+        p[i] -= lr * g[i] / (np.sqrt(s[i]) + eps)
+
+
+@_kernel()
+def rmsprop(p, g, s, lr, rho, one_minus_rho, eps):  # pragma: no cover - compiled
+    for i in range(p.size):
+        s[i] = rho * s[i] + one_minus_rho * g[i] * g[i]
+        p[i] -= lr * g[i] / (np.sqrt(s[i]) + eps)
+
+
+@_kernel()
+def adam(p, g, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_t):  # pragma: no cover
+    """One Adam step with the bias corrections folded into ``lr_t`` and ``eps_t`` by the caller."""
+    for i in range(p.size):
+        m[i] = beta1 * m[i] + one_minus_beta1 * g[i]
+        v[i] = beta2 * v[i] + one_minus_beta2 * g[i] * g[i]
+        p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps_t)

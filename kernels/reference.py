@@ -179,6 +179,16 @@ def maxpool2d_backward(xp: Any, dout: Any, argmax: Any, x_shape: tuple[int, ...]
     return dx[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
 
 
+def add_bias(xp: Any, y: Any, b: Any) -> None:
+    """In place: y[n, c, ...] += b[c] (a layer's bias over its channel axis, axis 1)."""
+    y += b.reshape((-1,) + (1,) * (y.ndim - 2))
+
+
+def bias_grad(xp: Any, dout: Any, out: Any) -> None:
+    """out[c] = the sum of dout[n, c, ...] over every axis but the channel axis (axis 1)."""
+    dout.sum(axis=(0, *range(2, dout.ndim)), out=out)
+
+
 def relu(xp: Any, x: Any) -> Any:
     return xp.maximum(x, 0)
 

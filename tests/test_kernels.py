@@ -269,6 +269,76 @@ def test_pool_kernels_parity_hypothesis(accel_backend, case):
                                ref.maxpool2d_backward(d, arg_ref, shape, kernel, stride, pad), rtol=tol, atol=tol)
 
 
+@st.composite
+def pool_2x2_cases(draw):
+    """The common pooling window (2x2, stride 2, no padding) on odd and even sizes, with NaN and
+    infinities placed anywhere: backends may have a dedicated kernel for exactly this window."""
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(2, 9)), draw(st.integers(2, 9)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    specials = draw(st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from([np.nan, np.inf, -np.inf])),
+                             max_size=4))
+    return shape, dtype, specials, draw(st.integers(0, 2**31))
+
+
+@pytest.mark.parametrize("accel_backend", overriding("maxpool2d", "maxpool2d_backward"), indirect=True)
+@PARITY
+@given(case=pool_2x2_cases())
+def test_pool_2x2_parity_hypothesis(accel_backend, case):
+    shape, dtype, specials, seed = case
+    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, shape).astype(dtype)  # ties
+    for where, value in specials:
+        x.flat[where % x.size] = value
+    win = ((2, 2), (2, 2), (0, 0))
+    with np.errstate(invalid="ignore"):
+        out_ref, arg_ref = ref.maxpool2d(x, *win)
+        out, arg = b.maxpool2d(b.asarray(x), *win)
+    np.testing.assert_array_equal(host(b, out), out_ref)  # NaN where the reference has NaN
+    np.testing.assert_array_equal(host(b, arg), arg_ref)
+    d = rng.standard_normal(out_ref.shape).astype(dtype)
+    np.testing.assert_array_equal(host(b, b.maxpool2d_backward(b.asarray(d), arg, shape, *win)),
+                                  ref.maxpool2d_backward(d, arg_ref, shape, *win))
+
+
+@pytest.mark.parametrize("accel_backend", overriding("add_bias", "bias_grad"), indirect=True)
+@PARITY
+@given(shape=st.sampled_from([(1, 1), (7, 3), (1, 5, 1, 1), (3, 4, 5, 2), (2, 30, 24, 24)]),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
+def test_bias_kernels_parity_hypothesis(accel_backend, shape, dtype, seed):
+    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    rng = np.random.default_rng(seed)
+    y, bias = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    mine, theirs = b.asarray(y.copy()), y.copy()
+    b.add_bias(mine, b.asarray(bias))
+    ref.add_bias(theirs, bias)
+    np.testing.assert_array_equal(host(b, mine), theirs)
+    db, db_ref = b.zeros(shape[1]), np.zeros(shape[1], dtype)
+    b.bias_grad(b.asarray(y), db)
+    ref.bias_grad(y, db_ref)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(host(b, db), db_ref, rtol=tol, atol=tol * y[:, 0].size)
+
+
+def test_bias_kernels_match_formula(backend64, rng):
+    y, bias = rng.standard_normal((3, 4, 5)), rng.standard_normal(4)
+    out = backend64.asarray(y.copy())
+    backend64.add_bias(out, backend64.asarray(bias))
+    np.testing.assert_allclose(host(backend64, out), y + bias[:, None], rtol=1e-15)
+    db = backend64.zeros(4)
+    backend64.bias_grad(backend64.asarray(y), db)
+    np.testing.assert_allclose(host(backend64, db), y.sum(axis=(0, 2)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("accel_backend", ["numba"], indirect=True)
+def test_numba_softmax_cross_entropy_refuses_labels_out_of_range(accel_backend):
+    """Numba does not check bounds: its kernel checks labels itself rather than read past a row."""
+    logits = np.zeros((2, 3), np.float32)
+    for bad in (3, -1):
+        with pytest.raises(ValueError, match="label"):
+            accel_backend.softmax_cross_entropy(logits, np.array([0, bad]))
+
+
 @pytest.mark.parametrize("accel_backend", overriding("relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax", "softmax_backward", "softmax_cross_entropy"), indirect=True)
 @PARITY
 @given(n=st.integers(1, 40), k=st.integers(1, 12), onehot=st.booleans(),

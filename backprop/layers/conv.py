@@ -59,7 +59,7 @@ class Conv2D(Layer):
         # With im2col's column-major patch matrix the per-image operands are views, not copies.
         out = self.backend.matmul(self.W.data.reshape(self.out_channels, -1),
                                   self.col.reshape(n, oh * ow, -1).transpose(0, 2, 1))
-        out += self.b.data[:, None]
+        self.backend.add_bias(out, self.b.data)
         return out.reshape(n, self.out_channels, oh, ow)
 
     def backward(self, dout: Any) -> Any:
@@ -78,7 +78,7 @@ class Conv2D(Layer):
         n, o = dout.shape[:2]
         dout = dout.reshape(n, o, -1)  # (N, O, OH*OW): a view of a contiguous gradient
         col = self.col.reshape(n, dout.shape[2], -1)  # (N, OH*OW, CKK)
-        dout.sum(axis=(0, 2), out=self.b.grad)
+        self.backend.bias_grad(dout, self.b.grad)
         dw = self.W.grad.reshape(o, -1)
         if col.shape[2] <= col.shape[1]:
             # dW = sum over images of dout[n] @ col[n]: per-image products, then one small sum (the

@@ -32,7 +32,7 @@ class Linear(Layer):
         self.check_input(x, (None, self.in_features))
         self.x = x
         y = self.backend.matmul(x, self.W.data)
-        y += self.b.data
+        self.backend.add_bias(y, self.b.data)
         return y
 
     def backward(self, dout: Any) -> Any:
@@ -41,7 +41,7 @@ class Linear(Layer):
 
     def backward_params(self, dout: Any) -> None:
         self.backend.matmul(self.x.T, dout, out=self.W.grad)
-        dout.sum(axis=0, out=self.b.grad)
+        self.backend.bias_grad(dout, self.b.grad)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}"
