@@ -100,7 +100,7 @@ class NumbaBackend(Backend):
         return self._map(self.k.relu_backward, dout, y)
 
     def sigmoid(self, x: Any) -> Any:
-        return self._map(self.k.sigmoid, x)
+        return self._map(self.k.sigmoid_f32 if x.dtype == np.float32 else self.k.sigmoid, x)
 
     def sigmoid_backward(self, dout: Any, y: Any) -> Any:
         return self._map(self.k.sigmoid_backward, dout, y)
