@@ -55,19 +55,20 @@ def _valid_range(k: int, stride: int, pad: int, size: int, out: int) -> tuple[in
 @_kernel()
 def im2col(x, sh, sw, ph, pw, col):  # pragma: no cover - compiled
     """Fill ``col`` (C, KH, KW, N, OH, OW) with every patch pixel, zero where it falls in the padding:
-    the memory layout of the reference's patch matrix."""
+    the memory layout of the reference's patch matrix, written front to back in one stream (the
+    images, re-read once per window offset, stay in cache)."""
     n, c, h, w = x.shape
     kh, kw, oh, ow = col.shape[1], col.shape[2], col.shape[4], col.shape[5]
-    for ni in range(n):
-        for ci in range(c):
-            for ky in range(kh):
-                for kx in range(kw):
-                    lo, hi = _valid_range(kx, sw, pw, w, ow)
+    for ci in range(c):
+        for ky in range(kh):
+            for kx in range(kw):
+                lo, hi = _valid_range(kx, sw, pw, w, ow)
+                for ni in range(n):
                     for oy in range(oh):
                         iy = oy * sh + ky - ph
                         if iy < 0 or iy >= h:
                             for ox in range(ow):
-                                col[ci, ky, kx, ni, oy, _u(ox)] = 0
+                                col[ci, ky, kx, ni, oy, ox] = 0
                             continue
                         for ox in range(lo):
                             col[ci, ky, kx, ni, oy, _u(ox)] = 0
