@@ -288,8 +288,8 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                            "NUMBA_NUM_THREADS") if v in os.environ))
     if importlib.util.find_spec("numba") is not None:
         import numba
-        layer = os.environ.get("NUMBA_THREADING_LAYER", "workqueue (the numba backend's default)")
-        print(f"numba: {numba.config.NUMBA_NUM_THREADS} threads (NUMBA_NUM_THREADS), layer {layer}")
+        print(f"numba: pool of {numba.config.NUMBA_NUM_THREADS} threads (NUMBA_NUM_THREADS); the numba backend's "
+              "kernels are serial and leave the cores to BLAS")
     return 0
 
 
