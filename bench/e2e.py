@@ -17,9 +17,14 @@ hidden ``--one BACKEND MODEL`` flag, answering with one JSON line), so the peak 
 3. ``--windows`` timed windows of ``--steps`` steps (backend synchronized before each clock read);
    images/s is their median, seconds per epoch is 60,000 / images/s (full MNIST).
 
-PyTorch (when importable, and unless ``BACKPROP_BENCH_NO_TORCH=1``) trains the same networks on the
-CPU with ``torch.set_num_threads(os.cpu_count())``, the same initial weights (copied from backprop's
-model built with the same seed), the same batches and Adam; each row shows ours / torch images/s.
+PyTorch (when importable, and unless ``BACKPROP_BENCH_NO_TORCH=1``) trains the same networks with
+the same initial weights (copied from backprop's model built with the same seed), the same batches and
+Adam: the ``torch`` row on the CPU with ``torch.set_num_threads(os.cpu_count())``, and, when
+``torch.cuda.is_available()``, a ``torch-cuda`` row with every batch on the GPU before the clocks start
+(CUDA context excluded from the cold start). Each of our rows shows ours / torch images/s against the
+torch row of its own device (cupy against torch-cuda, the CPU backends against torch). Peak GPU memory:
+CuPy's memory pool size at the end (the pool keeps freed blocks, so that is its high-water mark) and
+``torch.cuda.max_memory_allocated()``.
 
 FLOPs per training step are counted analytically from conv and linear layers only: forward = 2 x MACs,
 backward = 2 x forward (gradient w.r.t. the input and w.r.t. the weights, counted for every layer,
@@ -51,6 +56,8 @@ SEED = 0
 FULL_MNIST = 60_000
 MODELS = ("simpleconvnet", "lenet5", "mlp")
 MARK = "E2E-JSON "
+TORCH_DEVICES = {"torch": "cpu", "torch-cuda": "cuda"}  # row name -> device
+GPU_BACKENDS = {"cupy"}  # compared with torch-cuda; the others with torch on the CPU
 HERE = Path(__file__).resolve().parent
 
 
@@ -169,8 +176,11 @@ def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> di
             step(*next(endless))
         backend.synchronize()
         rates.append(args.steps * BATCH / (clock() - t))
-    return {"cold_start_s": cold, "images_per_s": statistics.median(rates), "window_images_per_s": rates,
-            "test_acc": test_acc, "test_loss": test_loss, "flops_per_step": step_flops(model)}
+    row = {"cold_start_s": cold, "images_per_s": statistics.median(rates), "window_images_per_s": rates,
+           "test_acc": test_acc, "test_loss": test_loss, "flops_per_step": step_flops(model)}
+    if backend.name == "cupy":  # the pool keeps what it once held, so its size is the high-water mark
+        row["peak_gpu_mb"] = backend.xp.get_default_memory_pool().total_bytes() / 2**20
+    return row
 
 
 def torch_model(ours: Any) -> Any:
@@ -205,73 +215,92 @@ def torch_model(ours: Any) -> Any:
     return nn.Sequential(*layers)
 
 
-def run_torch(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_torch(model_name: str, args: argparse.Namespace, device: str = "cpu") -> dict[str, Any]:
+    """The PyTorch row: on the CPU with every core, or on ``device="cuda"`` with the batches moved to
+    the GPU before any clock starts and the device synchronized before each clock read."""
     import torch
     from backprop import get_backend
     from backprop.data import load_mnist_subset
     from backprop.runs import build, loaders
 
     torch.set_num_threads(os.cpu_count() or 1)
+    on_gpu = device == "cuda"
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     data = load_mnist_subset()
     config = _config(model_name, "numpy", args.train_images)
     clock = time.perf_counter
-    t0 = clock()
     host = get_backend("numpy", "float32")
+    train, test = loaders(data, config, host)  # the same batches, same [0, 1] scaling
+    if on_gpu:
+        torch.zeros(1, device=device)  # the CUDA context, outside the cold-start clock
+    t0 = clock()
     ours, _ = build(config, host, classes=10)  # same seed, same initial weights
-    model = torch_model(ours)
+    model = torch_model(ours).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     loss_fn = torch.nn.CrossEntropyLoss()
-    train, test = loaders(data, config, host)  # the same batches, same [0, 1] scaling
+    epoch = [(torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)) for xb, yb in train]
+    tests = [(torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)) for xb, yb in test]
 
-    def step(xb: np.ndarray, yb: np.ndarray) -> None:
+    def step(xb: Any, yb: Any) -> None:
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(torch.from_numpy(xb)), torch.from_numpy(yb)).backward()
+        loss_fn(model(xb), yb).backward()
         opt.step()
 
-    batches = iter(train)
-    step(*next(batches))
+    step(*epoch[0])
+    sync()
     cold = clock() - t0
-    for xb, yb in batches:
+    for xb, yb in epoch[1:]:
         step(xb, yb)
     correct, n, total = 0, 0, 0.0
     model.eval()
     with torch.no_grad():
-        for xb, yb in test:
-            out, y = model(torch.from_numpy(xb)), torch.from_numpy(yb)
-            total += float(loss_fn(out, y)) * len(yb)
+        for xb, y in tests:
+            out = model(xb)
+            total += float(loss_fn(out, y)) * len(y)
             correct += int((out.argmax(1) == y).sum())
-            n += len(yb)
+            n += len(y)
     model.train()
-    endless = _cycle(train)
+    endless = _cycle(epoch)
     rates = []
     for _ in range(args.windows):
+        sync()
         t = clock()
         for _ in range(args.steps):
             step(*next(endless))
+        sync()
         rates.append(args.steps * BATCH / (clock() - t))
-    return {"cold_start_s": cold, "images_per_s": statistics.median(rates), "window_images_per_s": rates,
-            "test_acc": correct / n, "test_loss": total / n, "flops_per_step": step_flops(ours),
-            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+    row = {"cold_start_s": cold, "images_per_s": statistics.median(rates), "window_images_per_s": rates,
+           "test_acc": correct / n, "test_loss": total / n, "flops_per_step": step_flops(ours),
+           "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+    if on_gpu:
+        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        row["gpu"] = torch.cuda.get_device_name()
+    return row
 
 
 def one(backend: str, model: str, args: argparse.Namespace) -> int:
-    row = run_torch(model, args) if backend == "torch" else run_ours(backend, model, args)
+    if backend in TORCH_DEVICES:
+        row = run_torch(model, args, TORCH_DEVICES[backend])
+    else:
+        row = run_ours(backend, model, args)
     row.update(backend=backend, model=model, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(MARK + json.dumps(row), flush=True)
     return 0
 
 
 # -- the driver -------------------------------------------------------------------------------------
-def torch_status() -> tuple[bool, str]:
-    """(usable, version or reason), asked of a subprocess so this process never imports torch."""
+def torch_status() -> tuple[bool, str, bool]:
+    """(usable, version or reason, CUDA usable), asked of a subprocess so this process never imports
+    torch."""
     if os.environ.get("BACKPROP_BENCH_NO_TORCH", "") not in ("", "0"):
-        return False, "disabled by BACKPROP_BENCH_NO_TORCH"
-    r = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
+        return False, "disabled by BACKPROP_BENCH_NO_TORCH", False
+    r = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__, torch.cuda.is_available())"],
                        capture_output=True, text=True)
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["import failed"])[-1]
-        return False, f"torch is not importable: {last}"
-    return True, r.stdout.strip()
+        return False, f"torch is not importable: {last}", False
+    version, cuda = r.stdout.split()
+    return True, version, cuda == "True"
 
 
 def child(backend: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -307,16 +336,17 @@ def fmt(v: Any, spec: str) -> str:
 
 def table(rows: list[dict[str, Any]], peak: float) -> str:
     head = ("| model | backend | cold start s | images/s | s/epoch (60k) | GFLOP/s | % matmul peak | "
-            "peak RSS MB | test acc | ours/torch |")
-    lines = [head, "|" + "|".join(["---"] * 10) + "|"]
+            "peak RSS MB | peak GPU MB | test acc | ours/torch |")
+    lines = [head, "|" + "|".join(["---"] * 11) + "|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['backend']} | error: {r['error']} |" + " |" * 7)
+            lines.append(f"| {r['model']} | {r['backend']} | error: {r['error']} |" + " |" * 8)
             continue
         lines.append(
             f"| {r['model']} | {r['backend']} | {r['cold_start_s']:.2f} | {r['images_per_s']:,.0f} | "
             f"{r['s_per_epoch']:.1f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.1f} | "
-            f"{r['peak_rss_mb']:.0f} | {100 * r['test_acc']:.1f}% | {fmt(r.get('vs_torch'), '.2f')} |")
+            f"{r['peak_rss_mb']:.0f} | {fmt(r.get('peak_gpu_mb'), '.0f')} | {100 * r['test_acc']:.1f}% | "
+            f"{fmt(r.get('vs_torch'), '.2f')} |")
     return "\n".join(lines)
 
 
@@ -365,7 +395,8 @@ def main(args: argparse.Namespace) -> int:
     for m in models:
         if m not in MODELS:
             sys.exit(f"unknown model {m!r}: choose from {', '.join(MODELS)}")
-    use_torch, torch_info = (False, "disabled by --no-torch") if args.no_torch else torch_status()
+    use_torch, torch_info, torch_cuda = (False, "disabled by --no-torch", False) if args.no_torch else torch_status()
+    torch_rows = ["torch", "torch-cuda"] if torch_cuda else ["torch"]
 
     started = time.time()
     m = machine()
@@ -373,25 +404,25 @@ def main(args: argparse.Namespace) -> int:
     print(f"machine: {m['cpus']} CPUs, {m['processor']}; float32 matmul peak (2048^2 NumPy) {peak:.1f} GFLOP/s")
     for b, why in skipped.items():
         print(f"backend {b} skipped: {why}")
-    print(f"torch: {torch_info if use_torch else 'not measured (' + torch_info + ')'}")
+    print(f"torch: {torch_info if use_torch else 'not measured (' + torch_info + ')'}"
+          + (("; CUDA: " + ("yes, torch-cuda rows too" if torch_cuda else "no GPU, CPU rows only")) if use_torch else ""))
     if args.quick:
         print(f"--quick: accuracy after {args.train_images:,} training images (one partial epoch), "
               f"{args.windows} windows of {args.steps} steps")
 
     rows: list[dict[str, Any]] = []
     for model in models:
-        torch_row = child("torch", model, args) if use_torch else None
+        torch_by_device = {name: child(name, model, args) for name in torch_rows} if use_torch else {}
         for b in backends:
             r = child(b, model, args)
-            if torch_row is not None and "error" not in torch_row and "error" not in r:
-                r["vs_torch"] = r["images_per_s"] / torch_row["images_per_s"]
+            reference = torch_by_device.get("torch-cuda" if b in GPU_BACKENDS else "torch")
+            if reference is not None and "error" not in reference and "error" not in r:
+                r["vs_torch"] = r["images_per_s"] / reference["images_per_s"]
             rows.append(r)
-            print(f"  {model:14s} {b:8s} " + (f"{r['images_per_s']:,.0f} images/s" if "error" not in r
-                                              else f"error: {r['error']}"), flush=True)
-        if torch_row is not None:
-            rows.append(torch_row)
-            print(f"  {model:14s} torch    " + (f"{torch_row['images_per_s']:,.0f} images/s"
-                                               if "error" not in torch_row else f"error: {torch_row['error']}"))
+        rows.extend(torch_by_device.values())
+        for r in rows[-len(backends) - len(torch_by_device):]:
+            print(f"  {model:14s} {r['backend']:10s} " + (f"{r['images_per_s']:,.0f} images/s" if "error" not in r
+                                                         else f"error: {r['error']}"), flush=True)
     for r in rows:
         if "error" not in r:
             r["s_per_epoch"] = FULL_MNIST / r["images_per_s"]
@@ -413,7 +444,7 @@ def main(args: argparse.Namespace) -> int:
         "optimizer": f"adam lr={LR}", "seed": SEED, "steps_per_window": args.steps, "windows": args.windows,
         "accuracy_train_images": args.train_images, "flops_convention": notes.split(" Accuracy")[0],
         "backends": backends, "skipped_backends": skipped, "models": models,
-        "torch": {"available": use_torch, "info": torch_info}, "rows": rows,
+        "torch": {"available": use_torch, "info": torch_info, "cuda": torch_cuda}, "rows": rows,
         "seconds": time.time() - started, "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")

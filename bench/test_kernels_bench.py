@@ -3,6 +3,7 @@ kernel at one shape sit side by side. Warm-up (JIT compile, NVRTC) happens befor
 backends are synchronized inside the timed call.
 
     pytest bench/test_kernels_bench.py --benchmark-only --benchmark-json=bench/results/kernels.json
+    python bench/kernels_table.py bench/results/kernels.json     # the backends side by side, Markdown
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def case(request, backend):
     data = {
         "name": request.param, "shape": shape, "kernel": kernel, "stride": stride, "pad": pad,
         "x": a(rng.standard_normal(shape)),
-        "col": a(rng.standard_normal((n * oh * ow, c * kernel[0] * kernel[1]))),
+        # the patch matrix in the column-major layout im2col returns and Conv2D's backward produces
+        "col": a(rng.standard_normal((c * kernel[0] * kernel[1], n * oh * ow))).T,
         "w": a(rng.standard_normal((c * kernel[0] * kernel[1], out_ch))),
         "act": a(rng.standard_normal((n, out_ch, oh, ow))),
         "pooled_shape": (n, out_ch, oh // pool, ow // pool), "pool": pool,
@@ -87,6 +89,16 @@ def test_activation_backward(benchmark, backend, case, name):
     y = getattr(backend, name)(case["act"])
     run(benchmark, backend, f"{name}_backward {case['name']}", getattr(backend, name + "_backward"),
         case["act"], y)
+
+
+def test_add_bias(benchmark, backend, case):
+    y, b = case["act"].copy(), case["act"][0, :, 0, 0].copy()
+    run(benchmark, backend, f"add_bias {case['name']}", backend.add_bias, y, b)
+
+
+def test_bias_grad(benchmark, backend, case):
+    db = backend.zeros(case["act"].shape[1])
+    run(benchmark, backend, f"bias_grad {case['name']}", backend.bias_grad, case["act"], db)
 
 
 def test_maxpool2d(benchmark, backend, case):

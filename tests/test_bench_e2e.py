@@ -18,6 +18,7 @@ def test_e2e_quick_numpy_mlp_without_torch(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "torch: not measured (disabled by BACKPROP_BENCH_NO_TORCH)" in r.stdout
+    assert "| peak GPU MB |" in r.stdout
     assert "| mlp | numpy |" in r.stdout
     files = list(tmp_path.glob("*-e2e-quick.json"))
     assert len(files) == 1, list(tmp_path.iterdir())
@@ -27,7 +28,7 @@ def test_e2e_quick_numpy_mlp_without_torch(tmp_path):
                 "accuracy_train_images"):
         assert key in result
     assert result["quick"] is True and result["accuracy_train_images"] == 200
-    assert result["torch"]["available"] is False
+    assert result["torch"]["available"] is False and result["torch"]["cuda"] is False
     assert result["matmul_peak_gflops"] > 0
     assert len(result["rows"]) == 1
     row = result["rows"][0]
@@ -35,7 +36,7 @@ def test_e2e_quick_numpy_mlp_without_torch(tmp_path):
     for key in ("cold_start_s", "images_per_s", "s_per_epoch", "gflops", "flops_per_step", "peak_rss_mb"):
         assert row[key] > 0, key
     assert 0 < row["test_acc"] <= 1
-    assert "vs_torch" not in row
+    assert "vs_torch" not in row and "peak_gpu_mb" not in row
     # forward MACs of the 784-100-100-10 MLP, x2 for FLOPs, x3 for a training step, x100 images
     assert row["flops_per_step"] == 3 * 2 * (784 * 100 + 100 * 100 + 100 * 10) * 100
 
@@ -50,6 +51,20 @@ def test_missing_torch_is_reported(tmp_path, monkeypatch):
     (tmp_path / "torch.py").write_text("raise ImportError('no torch here (test stub)')\n")
     monkeypatch.delenv("BACKPROP_BENCH_NO_TORCH", raising=False)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    ok, why = e2e.torch_status()
-    assert ok is False
+    ok, why, cuda = e2e.torch_status()
+    assert ok is False and cuda is False
     assert "not importable" in why and "no torch here" in why
+
+
+def test_torch_without_a_gpu_gives_cpu_rows_only(tmp_path, monkeypatch):
+    """A torch that imports but sees no GPU: a CPU torch row, no torch-cuda row, and no crash."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import e2e
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    (tmp_path / "torch.py").write_text("__version__ = '0.0-stub'\n"
+                                       "class cuda:\n    is_available = staticmethod(lambda: False)\n")
+    monkeypatch.delenv("BACKPROP_BENCH_NO_TORCH", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    assert e2e.torch_status() == (True, "0.0-stub", False)
