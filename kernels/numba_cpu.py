@@ -80,16 +80,17 @@ def im2col(x, sh, sw, ph, pw, col):  # pragma: no cover - compiled
 
 @_kernel()
 def col2im(col, sh, sw, ph, pw, img):  # pragma: no cover - compiled
-    """Adjoint of :func:`im2col`: each image plane, zeroed, receives the sum of every patch pixel that
-    came from it (padding dropped). A plane is finished before the next starts, so it stays cached."""
+    """Adjoint of :func:`im2col`: ``img`` (N, C, H, W) = the sum of every patch pixel at the pixel it
+    came from (padding dropped). ``col`` is read front to back in one stream; the image, added into
+    once per window offset, stays in cache."""
     n, c, h, w = img.shape
     kh, kw, oh, ow = col.shape[1], col.shape[2], col.shape[4], col.shape[5]
-    for ni in range(n):
-        for ci in range(c):
-            img[ni, ci] = 0
-            for ky in range(kh):
-                for kx in range(kw):
-                    lo, hi = _valid_range(kx, sw, pw, w, ow)
+    img[...] = 0
+    for ci in range(c):
+        for ky in range(kh):
+            for kx in range(kw):
+                lo, hi = _valid_range(kx, sw, pw, w, ow)
+                for ni in range(n):
                     for oy in range(oh):
                         iy = oy * sh + ky - ph
                         if 0 <= iy < h:

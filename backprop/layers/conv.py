@@ -54,41 +54,66 @@ class Conv2D(Layer):
         oh, ow = self.output_hw(*x.shape[2:])
         self.x_shape = x.shape
         self.col = self.backend.im2col(x, self.kernel_size, self.stride, self.pad)  # (N*OH*OW, CKK)
-        # One (O, CKK) @ (CKK, OH*OW) product per image (a batched matmul), so the output is NCHW and
-        # contiguous as it comes: no transposed copy, and backward's reshape to (N, O, OH*OW) is free.
-        # With im2col's column-major patch matrix the per-image operands are views, not copies.
-        out = self.backend.matmul(self.W.data.reshape(self.out_channels, -1),
-                                  self.col.reshape(n, oh * ow, -1).transpose(0, 2, 1))
-        self.backend.add_bias(out, self.b.data)
+        w = self.W.data.reshape(self.out_channels, -1)
+        if self._few_pixels(oh * ow):
+            # One product over all rows, (O, CKK) @ (CKK, N*OH*OW), then the bias added on the way
+            # into NCHW order: with few pixels per image, per-image products are too small to pay.
+            rows = self.backend.matmul(w, self.col.T).reshape(self.out_channels, n, oh * ow)
+            out = self.backend.empty((n, self.out_channels, oh * ow), dtype=x.dtype)
+            self.backend.xp.add(rows.transpose(1, 0, 2), self.b.data[:, None], out=out)
+        else:
+            # One (O, CKK) @ (CKK, OH*OW) product per image (a batched matmul), so the output is NCHW
+            # and contiguous as it comes, with no transposed copy. With im2col's column-major patch
+            # matrix the per-image operands are views, not copies.
+            out = self.backend.matmul(w, self.col.reshape(n, oh * ow, -1).transpose(0, 2, 1))
+            self.backend.add_bias(out, self.b.data)
         return out.reshape(n, self.out_channels, oh, ow)
 
+    def _few_pixels(self, pixels: int) -> bool:
+        """Fewer output pixels per image than patch columns (OH*OW < C*KH*KW): products over the whole
+        batch at once beat per-image products, forward and backward (measured in bench/results/)."""
+        return pixels < self.col.shape[1]
+
     def backward(self, dout: Any) -> Any:
-        self.backward_params(dout)
-        # dcol[n] = W^T @ dout[n], written straight into the (CKK, N, OH*OW) layout im2col uses, so
-        # that col2im adds contiguous blocks.
         n, o = dout.shape[:2]
-        dout = dout.reshape(n, o, -1)
+        dout = dout.reshape(n, o, -1)  # (N, O, OH*OW): a view of a contiguous gradient
         w = self.W.data.reshape(o, -1)
-        dcol = self.backend.empty((w.shape[1], n, dout.shape[2]), dtype=dout.dtype)
-        self.backend.matmul(w.T, dout, out=dcol.transpose(1, 0, 2))
-        dcol = dcol.reshape(w.shape[1], -1).T  # (N*OH*OW, CKK)
-        return self.backend.col2im(dcol, self.x_shape, self.kernel_size, self.stride, self.pad)
+        rows = self._dout_rows(dout)
+        self._param_grads(dout, rows)
+        # dcol = W^T @ dout, in the (CKK, N*OH*OW) layout im2col uses, so that col2im reads it in order.
+        if rows is not None:
+            dcol = self.backend.matmul(w.T, rows)
+        else:  # one product per image, each written straight into its place in that layout
+            dcol = self.backend.empty((w.shape[1], n, dout.shape[2]), dtype=dout.dtype)
+            self.backend.matmul(w.T, dout, out=dcol.transpose(1, 0, 2))
+            dcol = dcol.reshape(w.shape[1], -1)
+        return self.backend.col2im(dcol.T, self.x_shape, self.kernel_size, self.stride, self.pad)
 
     def backward_params(self, dout: Any) -> None:
         n, o = dout.shape[:2]
-        dout = dout.reshape(n, o, -1)  # (N, O, OH*OW): a view of a contiguous gradient
-        col = self.col.reshape(n, dout.shape[2], -1)  # (N, OH*OW, CKK)
+        dout = dout.reshape(n, o, -1)
+        self._param_grads(dout, self._dout_rows(dout))
+
+    def _dout_rows(self, dout: Any) -> Any | None:
+        """dout as one (O, N*OH*OW) matrix when products over all rows at once pay, else None.
+
+        They pay when there are few output pixels per image and many patch columns (CKK > OH*OW):
+        per-image products are then small and many, and the copy of dout is small. Otherwise per-image
+        products avoid the copy and keep the partial products no larger than dout."""
+        n, o, pixels = dout.shape
+        if not self._few_pixels(pixels):
+            return None
+        return self.backend.xp.ascontiguousarray(dout.transpose(1, 0, 2)).reshape(o, -1)
+
+    def _param_grads(self, dout: Any, rows: Any | None) -> None:
+        """dW and db from dout (N, O, OH*OW) and, if given, the same as one (O, N*OH*OW) matrix."""
+        n, o, pixels = dout.shape
         self.backend.bias_grad(dout, self.b.grad)
         dw = self.W.grad.reshape(o, -1)
-        if col.shape[2] <= col.shape[1]:
-            # dW = sum over images of dout[n] @ col[n]: per-image products, then one small sum (the
-            # (N, O, CKK) partial products are no larger than dout, since CKK <= OH*OW).
-            self.backend.matmul(dout, col).sum(axis=0, out=dw)
-        else:
-            # Few output pixels, many patch columns: one product over all rows, from an (O, N*OH*OW)
-            # copy of dout, keeps the partial products from outgrowing the activations.
-            dout_rows = self.backend.xp.ascontiguousarray(dout.transpose(1, 0, 2)).reshape(o, -1)
-            self.backend.matmul(dout_rows, self.col, out=dw)
+        if rows is not None:
+            self.backend.matmul(rows, self.col, out=dw)
+        else:  # dW = sum over images of dout[n] @ col[n]
+            self.backend.matmul(dout, self.col.reshape(n, pixels, -1)).sum(axis=0, out=dw)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
