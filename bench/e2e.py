@@ -14,8 +14,13 @@ hidden ``--one BACKEND MODEL`` flag, answering with one JSON line), so the peak 
    timed after the imports and the data loading;
 2. one epoch over the training set (6,000 images; 1,000 with ``--quick``), then the test accuracy on
    the 1,000 test images, so speed never hides a wrong result;
-3. ``--windows`` timed windows of ``--steps`` steps (backend synchronized before each clock read);
-   images/s is their median, seconds per epoch is 60,000 / images/s (full MNIST).
+3. ``--windows`` timed windows of ``--steps`` steps (backend synchronized before each clock read).
+
+The implementations take turns: for each model, ``--rounds`` rounds each run every implementation's
+subprocess once, in the same order, so that a machine whose speed drifts over minutes (this project's
+2-core VM swings by 40%) slows all of them alike. images/s is the median over the windows of all
+rounds, seconds per epoch is 60,000 / images/s (full MNIST); cold start and accuracy come from the
+first round, peak memory is the largest seen.
 
 PyTorch (when importable, and unless ``BACKPROP_BENCH_NO_TORCH=1``) trains the same networks with
 the same initial weights (copied from backprop's model built with the same seed), the same batches and
@@ -71,7 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated (default {','.join(MODELS)})")
     p.add_argument("--out", default=str(HERE / "results"), help="output folder (default bench/results/)")
     p.add_argument("--steps", type=int, default=None, help="steps per timed window (default 20; quick 5)")
-    p.add_argument("--windows", type=int, default=None, help="timed windows (default 5; quick 3)")
+    p.add_argument("--windows", type=int, default=None, help="timed windows per round (default 5; quick 3)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds in which the implementations take turns (default 3; quick 1)")
     p.add_argument("--train-images", type=int, default=None,
                    help="images in the accuracy epoch (default 6,000; quick 1,000)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch (also: BACKPROP_BENCH_NO_TORCH=1)")
@@ -79,8 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.steps = args.steps or (5 if args.quick else 20)
     args.windows = args.windows or (3 if args.quick else 5)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.train_images = args.train_images or (1000 if args.quick else 6000)
-    for name in ("steps", "windows", "train_images"):
+    for name in ("steps", "windows", "rounds", "train_images"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -314,6 +322,20 @@ def child(backend: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"backend": backend, "model": model, "error": err}
 
 
+def merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the same implementation's rounds: the median over all their windows."""
+    if any("error" in r for r in rounds):
+        return next(r for r in rounds if "error" in r)
+    row = dict(rounds[0])
+    row["window_images_per_s"] = [w for r in rounds for w in r["window_images_per_s"]]
+    row["images_per_s"] = statistics.median(row["window_images_per_s"])
+    row["round_images_per_s"] = [r["images_per_s"] for r in rounds]
+    for key in ("peak_rss_mb", "peak_gpu_mb"):
+        if key in row:
+            row[key] = max(r[key] for r in rounds)
+    return row
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -412,15 +434,18 @@ def main(args: argparse.Namespace) -> int:
 
     rows: list[dict[str, Any]] = []
     for model in models:
-        torch_by_device = {name: child(name, model, args) for name in torch_rows} if use_torch else {}
+        names = backends + (torch_rows if use_torch else [])
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for _ in range(args.rounds):  # the implementations take turns
+            for name in names:
+                runs[name].append(child(name, model, args))
+        mine = {name: merge(rounds) for name, rounds in runs.items()}
         for b in backends:
-            r = child(b, model, args)
-            reference = torch_by_device.get("torch-cuda" if b in GPU_BACKENDS else "torch")
+            r, reference = mine[b], mine.get("torch-cuda" if b in GPU_BACKENDS else "torch")
             if reference is not None and "error" not in reference and "error" not in r:
                 r["vs_torch"] = r["images_per_s"] / reference["images_per_s"]
-            rows.append(r)
-        rows.extend(torch_by_device.values())
-        for r in rows[-len(backends) - len(torch_by_device):]:
+        rows.extend(mine.values())
+        for r in mine.values():
             print(f"  {model:14s} {r['backend']:10s} " + (f"{r['images_per_s']:,.0f} images/s" if "error" not in r
                                                          else f"error: {r['error']}"), flush=True)
     for r in rows:
@@ -442,6 +467,7 @@ def main(args: argparse.Namespace) -> int:
     result = {
         "machine": m, "matmul_peak_gflops": peak, "quick": args.quick, "batch_size": BATCH, "dtype": "float32",
         "optimizer": f"adam lr={LR}", "seed": SEED, "steps_per_window": args.steps, "windows": args.windows,
+        "rounds": args.rounds,
         "accuracy_train_images": args.train_images, "flops_convention": notes.split(" Accuracy")[0],
         "backends": backends, "skipped_backends": skipped, "models": models,
         "torch": {"available": use_torch, "info": torch_info, "cuda": torch_cuda}, "rows": rows,

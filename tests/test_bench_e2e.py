@@ -68,3 +68,21 @@ def test_torch_without_a_gpu_gives_cpu_rows_only(tmp_path, monkeypatch):
     monkeypatch.delenv("BACKPROP_BENCH_NO_TORCH", raising=False)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     assert e2e.torch_status() == (True, "0.0-stub", False)
+
+
+def test_rounds_merge_into_one_row():
+    """Rounds of one implementation: the median over all their windows, the largest peak memory, the
+    first round's cold start; an error in any round is the row."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import e2e
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    a = {"backend": "numpy", "cold_start_s": 0.5, "images_per_s": 2.0, "window_images_per_s": [1.0, 2.0, 9.0],
+         "peak_rss_mb": 100.0}
+    b = {**a, "cold_start_s": 0.1, "images_per_s": 4.0, "window_images_per_s": [3.0, 4.0, 5.0], "peak_rss_mb": 120.0}
+    row = e2e.merge([a, b])
+    assert row["images_per_s"] == 3.5 and row["round_images_per_s"] == [2.0, 4.0]
+    assert row["peak_rss_mb"] == 120.0 and row["cold_start_s"] == 0.5
+    failed = {"backend": "numpy", "model": "mlp", "error": "boom"}
+    assert e2e.merge([a, failed]) == failed
