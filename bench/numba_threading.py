@@ -6,8 +6,9 @@ per setup, so that each gets a fresh thread pool:
 ``serial`` is the backend as shipped (serial kernels; the cores belong to BLAS). The other setups run
 the same kernels made parallel: this script rewrites ``kernels/numba_cpu.py``'s loops over images and
 elements into ``prange`` loops, compiles them with ``parallel=True`` under the named threading layer,
-and swaps them into the backend. Batch 100, float32, Adam, random data; images/s is the median of
---windows windows of --steps steps after 5 warm-up steps.
+and swaps them into the backend. Batch 100, float32, Adam, random data. The setups take turns over
+--rounds rounds (this machine's speed drifts over minutes); images/s is the median over the rounds of
+each round's median of --windows windows of --steps steps, after 5 warm-up steps.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--windows", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -96,13 +98,23 @@ def main() -> int:
     print(f"SimpleConvNet training, batch 100, float32, Adam; {os.cpu_count()} CPUs; "
           f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}\n")
-    print("| Numba setup | images/s |\n|---|---:|")
-    for name, (layer, env) in SETUPS.items():
-        r = subprocess.run([sys.executable, __file__, "--one", layer, "--steps", str(args.steps),
-                            "--windows", str(args.windows)], env={**os.environ, **env},
-                           capture_output=True, text=True)
-        rate = f"{float(r.stdout.split()[-1]):,.0f}" if r.returncode == 0 else f"failed: {r.stderr.strip()[-200:]}"
-        print(f"| {name} | {rate} |", flush=True)
+    rates: dict[str, list[float]] = {name: [] for name in SETUPS}
+    failures: dict[str, str] = {}
+    for _ in range(args.rounds):
+        for name, (layer, env) in SETUPS.items():
+            r = subprocess.run([sys.executable, __file__, "--one", layer, "--steps", str(args.steps),
+                                "--windows", str(args.windows)], env={**os.environ, **env},
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                rates[name].append(float(r.stdout.split()[-1]))
+            else:
+                failures[name] = r.stderr.strip()[-200:]
+    print("| Numba setup | images/s (median of rounds) | each round |\n|---|---:|---|")
+    for name, got in rates.items():
+        if name in failures:
+            print(f"| {name} | failed: {failures[name]} | |")
+        else:
+            print(f"| {name} | {statistics.median(got):,.0f} | {', '.join(f'{g:,.0f}' for g in got)} |")
     return 0
 
 
