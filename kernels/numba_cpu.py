@@ -255,19 +255,27 @@ def tanh_backward(dout, y, dx):  # pragma: no cover - compiled
 
 # -- softmax-cross-entropy (rows of a contiguous (N, K) matrix) ---------------------------------------
 
+@njit(inline="always", **_JIT)
+def _shifted_exp_row(logits, i, grad):  # pragma: no cover - compiled
+    """grad[i] = exp(logits[i] - max); returns (max, sum of grad[i])."""
+    k = logits.shape[1]
+    m = logits[i, 0]
+    for j in range(1, k):
+        m = max(m, logits[i, j])
+    s = 0.0
+    for j in range(k):
+        grad[i, j] = math.exp(logits[i, j] - m)
+        s += grad[i, j]
+    return m, s
+
+
 @_kernel()
 def softmax_cross_entropy_labels(logits, labels, grad):  # pragma: no cover - compiled
     """Gradient (softmax - onehot) / N into ``grad``; returns the mean loss, log-sum-exp per row."""
     n, k = logits.shape
     total = 0.0
     for i in range(n):
-        m = logits[i, 0]
-        for j in range(1, k):
-            m = max(m, logits[i, j])
-        s = 0.0
-        for j in range(k):
-            grad[i, j] = math.exp(logits[i, j] - m)
-            s += grad[i, j]
+        m, s = _shifted_exp_row(logits, i, grad)
         t = labels[i]
         if t < 0 or t >= k:
             raise ValueError("softmax_cross_entropy: a label lies outside [0, K)")
@@ -285,13 +293,7 @@ def softmax_cross_entropy_probs(logits, target, grad):  # pragma: no cover - com
     n, k = logits.shape
     total = 0.0
     for i in range(n):
-        m = logits[i, 0]
-        for j in range(1, k):
-            m = max(m, logits[i, j])
-        s = 0.0
-        for j in range(k):
-            grad[i, j] = math.exp(logits[i, j] - m)
-            s += grad[i, j]
+        m, s = _shifted_exp_row(logits, i, grad)
         log_z = math.log(s)
         for j in range(k):
             total += target[i, j] * (log_z - (logits[i, j] - m))
