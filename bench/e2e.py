@@ -3,6 +3,7 @@
     python bench/e2e.py                     # all available backends, simpleconvnet, lenet5, mlp
     python bench/e2e.py --quick             # under a minute: fewer steps, accuracy after 1,000 images
     python bench/e2e.py --backends numpy,numba --models mlp --out /tmp/e2e
+    python bench/e2e.py --kernels           # and first every kernel on every backend (pytest-benchmark)
 
 For each (backend, model): batch 100, float32, Adam lr 1e-3, seed 0, the embedded MNIST subset held in
 memory with pixels scaled to [0, 1] (the data and the model come from ``backprop.runs``, exactly as
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -82,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-images", type=int, default=None,
                    help="images in the accuracy epoch (default 6,000; quick 1,000)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch (also: BACKPROP_BENCH_NO_TORCH=1)")
+    p.add_argument("--kernels", action="store_true",
+                   help="also run the kernel micro-benchmarks (bench/test_kernels_bench.py) and print "
+                        "their table (needs pytest-benchmark, from the test extra)")
     p.add_argument("--one", nargs=2, metavar=("BACKEND", "MODEL"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.steps = args.steps or (5 if args.quick else 20)
@@ -322,6 +327,25 @@ def child(backend: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"backend": backend, "model": model, "error": err}
 
 
+def kernel_benchmarks(json_path: Path, quick: bool) -> str:
+    """Run bench/test_kernels_bench.py into ``json_path``; the backends side by side as Markdown."""
+    if importlib.util.find_spec("pytest_benchmark") is None:
+        return "kernels: not measured (pytest-benchmark is not installed: pip install -e '.[test]')"
+    cmd = [sys.executable, "-m", "pytest", str(HERE / "test_kernels_bench.py"), "-q", "--benchmark-only",
+           f"--benchmark-json={json_path}"]
+    if quick:
+        cmd += ["--benchmark-max-time=0.02", "--benchmark-min-rounds=3"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0 or not json_path.exists():
+        return f"kernels: the micro-benchmarks failed:\n{(r.stdout + r.stderr)[-2000:]}"
+    sys.path.insert(0, str(HERE))
+    try:
+        from kernels_table import table as kernel_table
+    finally:
+        sys.path.remove(str(HERE))
+    return kernel_table(json_path)
+
+
 def merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One row from the same implementation's rounds: the median over all their windows."""
     if any("error" in r for r in rounds):
@@ -464,6 +488,11 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{datetime.date.today().isoformat()}-{machine_id(m)}-e2e" + ("-quick" if args.quick else "")
+    kernels_md = ""
+    if args.kernels:
+        kernels_md = ("\n\nKernel medians (ms) and speedups over the NumPy reference "
+                      f"(JSON: {stem}-kernels.json):\n\n" + kernel_benchmarks(out / f"{stem}-kernels.json", args.quick))
+        print(kernels_md)
     result = {
         "machine": m, "matmul_peak_gflops": peak, "quick": args.quick, "batch_size": BATCH, "dtype": "float32",
         "optimizer": f"adam lr={LR}", "seed": SEED, "steps_per_window": args.steps, "windows": args.windows,
@@ -474,7 +503,7 @@ def main(args: argparse.Namespace) -> int:
         "seconds": time.time() - started, "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(md + "\n\n" + notes + "\n")
+    (out / f"{stem}.md").write_text(md + "\n\n" + notes + kernels_md + "\n")
     print(f"\nwrote {out / (stem + '.json')} and {out / (stem + '.md')}")
     print(plot(rows, out / f"{stem}.png", f"{m['processor']}, {m['cpus']} CPUs - {stem}"))
     return 1 if any("error" in r for r in rows) else 0

@@ -86,3 +86,34 @@ def test_rounds_merge_into_one_row():
     assert row["peak_rss_mb"] == 120.0 and row["cold_start_s"] == 0.5
     failed = {"backend": "numpy", "model": "mlp", "error": "boom"}
     assert e2e.merge([a, failed]) == failed
+
+
+def test_kernel_table_puts_backends_side_by_side(tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import kernels_table
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    runs = {"benchmarks": [
+        {"group": "relu cifar", "extra_info": {"backend": "numba"}, "stats": {"median": 0.001}},
+        {"group": "relu cifar", "extra_info": {"backend": "numpy"}, "stats": {"median": 0.004}},
+        {"group": "adam_update cifar", "extra_info": {"backend": "numpy"}, "stats": {"median": 0.002}},
+    ]}
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps(runs))
+    lines = kernels_table.table(path).splitlines()
+    assert lines[0] == "| kernel and shape | numpy ms | numba ms | numba speedup |"
+    assert lines[2] == "| adam_update cifar | 2.000 | - | - |"
+    assert lines[3] == "| relu cifar | 4.000 | 1.000 | 4.00x |"
+
+
+def test_missing_pytest_benchmark_is_reported(tmp_path, monkeypatch):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import e2e
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    real = e2e.importlib.util.find_spec
+    monkeypatch.setattr(e2e.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pytest_benchmark" else real(name, *a))
+    assert "pytest-benchmark is not installed" in e2e.kernel_benchmarks(tmp_path / "k.json", quick=True)
