@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,11 @@ INSTALL_HINT = "pip install 'backprop[numba]'"
 
 def _flat(a: Any) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1)
+
+
+def _channels(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous (N, C, ...) array as (N, C, P), P the product of the rest (1 if none; N may be 0)."""
+    return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
 
 
 def _is_2x2(kernel: Pair, stride: Pair, pad: Pair) -> bool:
@@ -71,7 +77,9 @@ class NumbaBackend(Backend):
 
     def maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                            stride: Pair, pad: Pair) -> Any:
-        if not _is_2x2(kernel, stride, pad):
+        n, c, h, w = x_shape
+        fits = dout.shape == argmax.shape == (n, c, h // 2, w // 2)
+        if not (_is_2x2(kernel, stride, pad) and fits):
             return super().maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
         dx = np.empty(x_shape, dtype=dout.dtype)
         self.k.maxpool2x2_backward(np.ascontiguousarray(dout), np.ascontiguousarray(argmax), dx)
@@ -79,12 +87,15 @@ class NumbaBackend(Backend):
 
     # -- bias -----------------------------------------------------------------------------------------
     def add_bias(self, y: Any, b: Any) -> None:
-        if not y.flags.c_contiguous:
-            return super().add_bias(y, b)
-        self.k.add_bias(y.reshape(y.shape[0], y.shape[1], -1), np.ascontiguousarray(b))
+        if not (y.flags.c_contiguous and y.ndim >= 2 and b.shape == y.shape[1:2] and b.dtype == y.dtype):
+            return super().add_bias(y, b)  # the reference, which raises on what does not fit
+        self.k.add_bias(_channels(y), np.ascontiguousarray(b))
 
     def bias_grad(self, dout: Any, out: Any) -> None:
-        self.k.bias_grad(np.ascontiguousarray(dout).reshape(dout.shape[0], dout.shape[1], -1), out)
+        if not (dout.ndim >= 2 and out.shape == dout.shape[1:2] and out.dtype == dout.dtype
+                and out.flags.c_contiguous):
+            return super().bias_grad(dout, out)
+        self.k.bias_grad(_channels(np.ascontiguousarray(dout)), out)
 
     # -- activations ------------------------------------------------------------------------------
     def _map(self, kernel: Callable[..., None], *arrays: Any) -> Any:
@@ -109,6 +120,10 @@ class NumbaBackend(Backend):
         return self._map(self.k.tanh_backward, dout, y)
 
     def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
+        fits = logits.ndim == 2 and logits.shape[1] > 0 and (
+            target.shape == logits.shape[:1] if target.ndim == 1 else target.shape == logits.shape)
+        if not fits:
+            return super().softmax_cross_entropy(logits, target)
         logits = np.ascontiguousarray(logits)
         grad = np.empty_like(logits)
         if target.ndim == 1:
@@ -120,7 +135,9 @@ class NumbaBackend(Backend):
     # -- optimizer updates (in place; the reference handles anything not contiguous) --------------
     @staticmethod
     def _inplace_ok(*arrays: Any) -> bool:
-        return all(a.flags.c_contiguous and a.dtype == arrays[0].dtype for a in arrays)
+        """Same shape, dtype and C order: anything else (broadcasting included) goes to the reference."""
+        first = arrays[0]
+        return all(a.flags.c_contiguous and a.dtype == first.dtype and a.shape == first.shape for a in arrays)
 
     def sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
                    nesterov: bool) -> None:

@@ -3,7 +3,7 @@
     python bench/e2e.py                     # all available backends, simpleconvnet, lenet5, mlp
     python bench/e2e.py --quick             # under a minute: fewer steps, accuracy after 1,000 images
     python bench/e2e.py --backends numpy,numba --models mlp --out /tmp/e2e
-    python bench/e2e.py --kernels           # and first every kernel on every backend (pytest-benchmark)
+    python bench/e2e.py --kernels           # then also every kernel on every backend (pytest-benchmark)
 
 For each (backend, model): batch 100, float32, Adam lr 1e-3, seed 0, the embedded MNIST subset held in
 memory with pixels scaled to [0, 1] (the data and the model come from ``backprop.runs``, exactly as
@@ -11,8 +11,10 @@ memory with pixels scaled to [0, 1] (the data and the model come from ``backprop
 hidden ``--one BACKEND MODEL`` flag, answering with one JSON line), so the peak host memory
 (``ru_maxrss``, which is per process) of one does not leak into the next. In that subprocess:
 
-1. cold start: model build + the first training step (includes Numba JIT compilation or cache load),
-   timed after the imports and the data loading;
+1. cold start: model build + the first training step (includes Numba JIT compilation or cache load,
+   NVRTC compilation), timed after the imports, the CUDA context (timed on its own, ``cuda_context_s``
+   in the JSON) and the data loading: every batch of the epoch is on the backend before the clock
+   starts, for our backends and for torch alike, and the timed windows cycle through those batches;
 2. one epoch over the training set (6,000 images; 1,000 with ``--quick``), then the test accuracy on
    the 1,000 test images, so speed never hides a wrong result;
 3. ``--windows`` timed windows of ``--steps`` steps (backend synchronized before each clock read).
@@ -28,9 +30,9 @@ the same initial weights (copied from backprop's model built with the same seed)
 Adam: the ``torch`` row on the CPU with ``torch.set_num_threads(os.cpu_count())``, and, when
 ``torch.cuda.is_available()``, a ``torch-cuda`` row with every batch on the GPU before the clocks start
 (CUDA context excluded from the cold start). Each of our rows shows ours / torch images/s against the
-torch row of its own device (cupy against torch-cuda, the CPU backends against torch). Peak GPU memory:
-CuPy's memory pool size at the end (the pool keeps freed blocks, so that is its high-water mark) and
-``torch.cuda.max_memory_allocated()``.
+torch row of its own device (cupy against torch-cuda, the CPU backends against torch). Peak GPU memory
+is memory reserved by each caching allocator: CuPy's memory pool size at the end (the pool keeps freed
+blocks, so that is its high-water mark) and ``torch.cuda.max_memory_reserved()``.
 
 FLOPs per training step are counted analytically from conv and linear layers only: forward = 2 x MACs,
 backward = 2 x forward (gradient w.r.t. the input and w.r.t. the weights, counted for every layer,
@@ -147,9 +149,9 @@ def _config(model: str, backend: str, train_images: int) -> Any:
                      batch_size=BATCH, optimizer="adam", lr=LR, seed=SEED, train_limit=train_images)
 
 
-def _cycle(loader: Any):
+def _cycle(batches: Any):
     while True:
-        yield from loader
+        yield from batches
 
 
 def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -160,11 +162,15 @@ def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> di
     data = load_mnist_subset()
     config = _config(model_name, backend_name, args.train_images)
     clock = time.perf_counter
+    t = clock()
+    backend = get_backend(backend_name, "float32")  # for cupy: the CUDA context, timed on its own
+    backend.synchronize()
+    context = clock() - t
+    train, test = loaders(data, config, backend)
+    epoch = list(train)  # every batch on the backend before any clock starts, as for torch
     t0 = clock()
-    backend = get_backend(backend_name, "float32")
     model, opt = build(config, backend, classes=10)
     loss = SoftmaxCrossEntropy(backend)
-    train, test = loaders(data, config, backend)
 
     def step(xb: Any, yb: Any) -> None:
         out = model.forward(xb)
@@ -172,15 +178,14 @@ def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> di
         model.backward_params(loss.backward())
         opt.step()
 
-    batches = iter(train)
-    step(*next(batches))
+    step(*epoch[0])
     backend.synchronize()
     cold = clock() - t0
-    for xb, yb in batches:  # the rest of the epoch: accuracy, and the warm-up
+    for xb, yb in epoch[1:]:  # the rest of the epoch: accuracy, and the warm-up
         step(xb, yb)
     backend.synchronize()
     test_loss, test_acc, _ = evaluate(model, test, 10)
-    endless = _cycle(train)
+    endless = _cycle(epoch)
     rates = []
     for _ in range(args.windows):
         backend.synchronize()
@@ -193,6 +198,7 @@ def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> di
            "test_acc": test_acc, "test_loss": test_loss, "flops_per_step": step_flops(model)}
     if backend.name == "cupy":  # the pool keeps what it once held, so its size is the high-water mark
         row["peak_gpu_mb"] = backend.xp.get_default_memory_pool().total_bytes() / 2**20
+        row["cuda_context_s"] = context
     return row
 
 
@@ -242,17 +248,20 @@ def run_torch(model_name: str, args: argparse.Namespace, device: str = "cpu") ->
     data = load_mnist_subset()
     config = _config(model_name, "numpy", args.train_images)
     clock = time.perf_counter
+    t = clock()
+    if on_gpu:
+        torch.zeros(1, device=device)  # the CUDA context, timed on its own
+        sync()
+    context = clock() - t
     host = get_backend("numpy", "float32")
     train, test = loaders(data, config, host)  # the same batches, same [0, 1] scaling
-    if on_gpu:
-        torch.zeros(1, device=device)  # the CUDA context, outside the cold-start clock
+    epoch = [(torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)) for xb, yb in train]
+    tests = [(torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)) for xb, yb in test]
     t0 = clock()
     ours, _ = build(config, host, classes=10)  # same seed, same initial weights
     model = torch_model(ours).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     loss_fn = torch.nn.CrossEntropyLoss()
-    epoch = [(torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)) for xb, yb in train]
-    tests = [(torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)) for xb, yb in test]
 
     def step(xb: Any, yb: Any) -> None:
         opt.zero_grad(set_to_none=True)
@@ -285,8 +294,9 @@ def run_torch(model_name: str, args: argparse.Namespace, device: str = "cpu") ->
     row = {"cold_start_s": cold, "images_per_s": statistics.median(rates), "window_images_per_s": rates,
            "test_acc": correct / n, "test_loss": total / n, "flops_per_step": step_flops(ours),
            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
-    if on_gpu:
-        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if on_gpu:  # reserved, not just allocated: comparable with the size of CuPy's pool
+        row["peak_gpu_mb"] = torch.cuda.max_memory_reserved() / 2**20
+        row["cuda_context_s"] = context
         row["gpu"] = torch.cuda.get_device_name()
     return row
 
@@ -312,7 +322,7 @@ def torch_status() -> tuple[bool, str, bool]:
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["import failed"])[-1]
         return False, f"torch is not importable: {last}", False
-    version, cuda = r.stdout.split()
+    version, cuda = r.stdout.split()[-2:]
     return True, version, cuda == "True"
 
 

@@ -1,7 +1,8 @@
 """Numba kernels for the CPU: direct loops, JIT-compiled on first call and cached on disk.
 
-Each kernel computes what its reference in ``kernels/reference.py`` computes (same values, same tie,
-NaN and padding rules), in one pass over memory where NumPy needs several passes and temporaries.
+Each kernel computes what its reference in ``kernels/reference.py`` computes (same tie, NaN and padding
+rules; the same values up to rounding where a sum runs in another order or float32 sigmoid uses its
+own exp), in one pass over memory where NumPy needs several passes and temporaries.
 Loops run image by image and plane by plane, so that the plane being read or written stays in the
 L1/L2 cache, and the innermost loop runs over a contiguous row, which LLVM vectorizes.
 
@@ -15,7 +16,8 @@ Measured on this project's 2-core machine (``bench/results/``), which shaped the
   compile time the comparisons become branch-free selects; a loop over a run-time window measured
   2-3x slower than NumPy, so other windows use the reference.
 
-float32 arithmetic stays float32: scalars are passed in the arrays' dtype by the backend. BLAS is
+float32 arithmetic stays float32: scalars are passed in the arrays' dtype by the backend, and constants
+are written in it (``dx.dtype.type(1)``), since a bare ``1`` would make Numba compute in float64. BLAS is
 never called inside a kernel. Importing this module compiles nothing; ``cache=True`` keeps the
 machine code for the next process.
 """
@@ -181,13 +183,12 @@ def add_bias(y, b):  # pragma: no cover - compiled
 def bias_grad(dout, db):  # pragma: no cover - compiled
     """db[c] = the sum of dout over images and positions (reassociated, so that it vectorizes)."""
     n, c, p = dout.shape
-    db[:] = 0
-    for ni in range(n):
-        for ci in range(c):
-            s = dout[ni, ci, 0]  # the accumulator takes the array's dtype
-            for i in range(1, p):
+    for ci in range(c):
+        s = db.dtype.type(0)
+        for ni in range(n):
+            for i in range(p):
                 s += dout[ni, ci, i]
-            db[ci] += s
+        db[ci] = s
 
 
 # -- activations (flat, contiguous arrays) ----------------------------------------------------------
@@ -195,13 +196,13 @@ def bias_grad(dout, db):  # pragma: no cover - compiled
 @_kernel()
 def relu(x, y):  # pragma: no cover - compiled
     for i in range(x.size):
-        y[i] = 0 if x[i] <= 0 else x[i]  # NaN passes through, as in the reference
+        y[i] = y.dtype.type(0) if x[i] <= 0 else x[i]  # NaN passes through, as in the reference
 
 
 @_kernel()
 def relu_backward(dout, y, dx):  # pragma: no cover - compiled
     for i in range(dout.size):
-        dx[i] = dout[i] * (1 if y[i] > 0 else 0)  # NaN * 0 stays NaN, as in the reference
+        dx[i] = dout[i] * (dx.dtype.type(1) if y[i] > 0 else dx.dtype.type(0))  # NaN * 0 stays NaN
 
 
 @_kernel()
@@ -215,8 +216,8 @@ def sigmoid(x, y):  # pragma: no cover - compiled
 def _exp_nonpositive_f32(x):
     """exp(x) for float32 x <= 0 (or NaN) in straight-line arithmetic that LLVM vectorizes, where
     Numba's scalar expf call does not: Cephes expf (range reduction by ln 2, a degree-6 polynomial,
-    2**n assembled from its exponent bits); relative error under 2e-7. Results below 1e-38 (x < -87)
-    flush to 0 instead of becoming subnormal."""
+    2**n assembled from its exponent bits); relative error under 2e-7. For x < -87 (results below
+    1.65e-38, near the end of float32's normal range) it returns 0."""
     xc = max(x, np.float32(-87.0))
     n = np.floor(xc * np.float32(1.44269504088896341) + np.float32(0.5))
     r = xc - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
@@ -244,13 +245,13 @@ def sigmoid_f32(x, y):  # pragma: no cover - compiled
 @_kernel()
 def sigmoid_backward(dout, y, dx):  # pragma: no cover - compiled
     for i in range(dout.size):
-        dx[i] = dout[i] * y[i] * (1 - y[i])
+        dx[i] = dout[i] * y[i] * (dx.dtype.type(1) - y[i])
 
 
 @_kernel()
 def tanh_backward(dout, y, dx):  # pragma: no cover - compiled
     for i in range(dout.size):
-        dx[i] = dout[i] * (1 - y[i] * y[i])
+        dx[i] = dout[i] * (dx.dtype.type(1) - y[i] * y[i])
 
 
 # -- softmax-cross-entropy (rows of a contiguous (N, K) matrix) ---------------------------------------
@@ -336,4 +337,4 @@ def adam(p, g, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_t
     for i in range(p.size):
         m[i] = beta1 * m[i] + one_minus_beta1 * g[i]
         v[i] = beta2 * v[i] + one_minus_beta2 * g[i] * g[i]
-        p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps_t)
+        p[i] -= m[i] / (np.sqrt(v[i]) + eps_t) * lr_t  # the reference's order of operations

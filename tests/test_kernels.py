@@ -405,3 +405,47 @@ def test_activations_treat_nan_and_inf_like_the_reference(backend, name):
         dx = host(backend, getattr(backend, name + "_backward")(backend.asarray(d), backend.asarray(y_ref)))
     np.testing.assert_allclose(y, y_ref, rtol=1e-6)  # NaN where the reference has NaN, and only there
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-6)
+
+
+def test_bias_kernels_refuse_shapes_that_do_not_fit(backend):
+    y = backend.asarray(np.ones((2, 3, 4), np.float32))
+    with pytest.raises(ValueError):
+        backend.add_bias(y, backend.asarray(np.ones(4, np.float32)))
+    with pytest.raises(ValueError):
+        backend.bias_grad(y, backend.zeros(2))
+
+
+def test_kernels_take_an_empty_batch(backend):
+    y = backend.asarray(np.ones((0, 3, 4, 4), np.float32))
+    backend.add_bias(y, backend.asarray(np.ones(3, np.float32)))
+    db = backend.asarray(np.full(3, 7.0, np.float32))
+    backend.bias_grad(y, db)
+    np.testing.assert_array_equal(host(backend, db), np.zeros(3, np.float32))
+    assert backend.relu(y).shape == (0, 3, 4, 4)
+    assert backend.maxpool2d(y, (2, 2), (2, 2), (0, 0))[0].shape == (0, 3, 2, 2)
+
+
+@pytest.mark.parametrize("accel_backend", overriding("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"), indirect=True)
+def test_optimizer_updates_broadcast_a_gradient_like_the_reference(accel_backend):
+    ref = get_backend("numpy")
+    p0, g = np.linspace(-1, 1, 5, dtype=np.float32), np.array([0.5], np.float32)
+    mine, theirs = accel_backend.asarray(p0.copy()), p0.copy()
+    state, state_ref = accel_backend.asarray(np.ones(5, np.float32)), np.ones(5, np.float32)
+    accel_backend.rmsprop_update(mine, accel_backend.asarray(g), state, 0.01, 0.9, 1e-8)
+    ref.rmsprop_update(theirs, g, state_ref, 0.01, 0.9, 1e-8)
+    np.testing.assert_allclose(host(accel_backend, mine), theirs, rtol=1e-6)
+
+
+@pytest.mark.parametrize("accel_backend", ["numba"], indirect=True)
+def test_numba_elementwise_gradients_and_adam_are_bit_exact_in_float32(accel_backend, rng):
+    """Same operations in the same order, all in float32: no float64 detour, no reordering."""
+    ref = get_backend("numpy")
+    d, y = rng.standard_normal(10_000).astype(np.float32), rng.random(10_000).astype(np.float32)
+    for name in ("relu_backward", "sigmoid_backward", "tanh_backward"):
+        np.testing.assert_array_equal(getattr(accel_backend, name)(d, y), getattr(ref, name)(d, y), err_msg=name)
+    mine = [a.copy() for a in (d, y, y, y)]
+    theirs = [a.copy() for a in (d, y, y, y)]
+    accel_backend.adam_update(*mine, 1e-3, 0.9, 0.999, 1e-8, 3)
+    ref.adam_update(*theirs, 1e-3, 0.9, 0.999, 1e-8, 3)
+    for a, b in zip(mine, theirs):
+        np.testing.assert_array_equal(a, b)
