@@ -3,12 +3,14 @@
 Each kernel computes what its reference in ``kernels/reference.py`` computes (same tie, NaN and padding
 rules; the same values up to rounding where a sum runs in another order or float32 sigmoid uses its
 own exp), in one pass over memory where NumPy needs several passes and temporaries.
-Loops run image by image and plane by plane, so that the plane being read or written stays in the
-L1/L2 cache, and the innermost loop runs over a contiguous row, which LLVM vectorizes.
+Loops are ordered so that the large array is streamed front to back while the small one being
+gathered from or added into stays in cache, and the innermost loop runs over a contiguous row,
+which LLVM vectorizes.
 
 Measured on this project's 2-core machine (``bench/results/``), which shaped the code:
-- Serial loops. Image-parallel ``prange`` versions were no faster end to end: waking Numba's worker
-  threads between kernels, while BLAS's threads own the cores, cost about what the second core gained.
+- Serial loops. ``prange`` versions were no faster end to end (``bench/numba_threading.py``): waking
+  Numba's worker threads between kernels, while BLAS's threads own the cores, cost about what the
+  second core gained.
 - Indices that may be negative as far as the compiler knows (``ox * stride + kx - pad``) go through
   :func:`_u` once they are known to be in bounds, or Numba's negative-index wraparound check stops
   vectorization (4-8x slower).
