@@ -348,6 +348,10 @@ def kernel_benchmarks(json_path: Path, quick: bool) -> str:
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0 or not json_path.exists():
         return f"kernels: the micro-benchmarks failed:\n{(r.stdout + r.stderr)[-2000:]}"
+    runs = json.loads(json_path.read_text())
+    for bench in runs["benchmarks"]:  # the raw samples (megabytes for the fast kernels); statistics stay
+        bench["stats"].pop("data", None)
+    json_path.write_text(json.dumps(runs, indent=2) + "\n")
     sys.path.insert(0, str(HERE))
     try:
         from kernels_table import table as kernel_table
