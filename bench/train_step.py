@@ -153,7 +153,7 @@ class Ours:
         """Time every backend kernel call (instance attributes shadow the class methods)."""
         backend = self.backend
         names = ["matmul", "im2col", "col2im", "maxpool2d", "maxpool2d_backward", "relu", "relu_backward",
-                 "softmax_cross_entropy", "adam_update"]
+                 "add_bias", "bias_grad", "softmax_cross_entropy", "adam_update"]
 
         def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             def timed(*a: Any, **k: Any) -> Any:
