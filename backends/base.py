@@ -114,6 +114,16 @@ class Backend:
                            stride: Pair, pad: Pair) -> Any:
         return ref.maxpool2d_backward(self.xp, dout, argmax, x_shape, kernel, stride, pad)
 
+    def maxpool2d_relu_backward(self, dout: Any, y: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
+                                stride: Pair, pad: Pair) -> Any:
+        """The gradient through a ReLU and the max-pooling that follows it, in one step.
+
+        ``y`` is the pooling's output. Only each window's winner gets a gradient, and the ReLU output
+        there is the window's max, so the ReLU mask is just ``y > 0``, a pooled-size array. Masking
+        dout before routing it skips ReLU's full-size backward pass and gives the same values.
+        """
+        return self.maxpool2d_backward(dout * (y > 0), argmax, x_shape, kernel, stride, pad)
+
     # -- kernels: bias over the channel axis (axis 1) --------------------------------------------
     def add_bias(self, y: Any, b: Any) -> None:
         """In place: y[:, c] += b[c]."""

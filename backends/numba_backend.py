@@ -77,12 +77,25 @@ class NumbaBackend(Backend):
 
     def maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                            stride: Pair, pad: Pair) -> Any:
+        return self._maxpool2x2_backward(dout, None, argmax, x_shape, kernel, stride, pad)
+
+    def maxpool2d_relu_backward(self, dout: Any, y: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
+                                stride: Pair, pad: Pair) -> Any:
+        return self._maxpool2x2_backward(dout, y, argmax, x_shape, kernel, stride, pad)
+
+    def _maxpool2x2_backward(self, dout: Any, y: Any | None, argmax: Any, x_shape: tuple[int, ...],
+                             kernel: Pair, stride: Pair, pad: Pair) -> Any:
+        """Both pooling gradients (``y`` given: through the ReLU before it) by one kernel, or, for
+        anything but a fitting 2x2 window, by the reference."""
         n, c, h, w = x_shape
-        fits = dout.shape == argmax.shape == (n, c, h // 2, w // 2)
+        fits = dout.shape == argmax.shape == (n, c, h // 2, w // 2) and (y is None or y.shape == dout.shape)
         if not (_is_2x2(kernel, stride, pad) and fits):
-            return super().maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
+            if y is None:
+                return super().maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
+            return super().maxpool2d_relu_backward(dout, y, argmax, x_shape, kernel, stride, pad)
         dx = np.empty(x_shape, dtype=dout.dtype)
-        self.k.maxpool2x2_backward(np.ascontiguousarray(dout), np.ascontiguousarray(argmax), dx)
+        self.k.maxpool2x2_backward(np.ascontiguousarray(dout), np.ascontiguousarray(argmax), dx,
+                                   None if y is None else np.ascontiguousarray(y))
         return dx
 
     # -- bias -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from backprop.backends import Backend
 from backprop.checkpoint import CheckpointError, check_arrays, load_arrays, save_arrays
 from backprop.layers.activations import ReLU, Sigmoid, Softmax, Tanh
 from backprop.layers.base import Layer
+from backprop.layers.pool import MaxPool2D
 from backprop.parameter import Parameter
 from backprop.training import evaluate, fit, predict
 
@@ -59,16 +60,12 @@ class Sequential(Layer):
         return x
 
     def backward(self, dout: Any) -> Any:
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
-        return dout
+        return _backward(self.layers, dout)
 
     def backward_params(self, dout: Any) -> None:
         """Backward for training: the first layer's input gradient is never needed, so it is skipped
         (for a Conv2D first layer that saves a GEMM and a whole col2im per step)."""
-        for layer in reversed(self.layers[1:]):
-            dout = layer.backward(dout)
-        self.layers[0].backward_params(dout)
+        self.layers[0].backward_params(_backward(self.layers[1:], dout))
 
     def named_parameters(self) -> dict[str, Parameter]:
         return {f"{i}.{name}": p for i, layer in enumerate(self.layers)
@@ -164,3 +161,17 @@ class Sequential(Layer):
     def predict(self, x: Any, batch_size: int = 1000) -> np.ndarray:
         """Outputs for ``x`` in inference mode, computed in batches, as a host NumPy array."""
         return predict(self, x, batch_size=batch_size)
+
+
+def _backward(layers: list[Layer], dout: Any) -> Any:
+    """Every layer's backward, last to first. A ReLU followed by max-pooling goes back in one step
+    (``MaxPool2D.backward_through_relu``): the same gradient without ReLU's full-size pass."""
+    i = len(layers) - 1
+    while i >= 0:
+        if i > 0 and isinstance(layers[i], MaxPool2D) and type(layers[i - 1]) is ReLU:
+            dout = layers[i].backward_through_relu(dout)
+            i -= 2
+        else:
+            dout = layers[i].backward(dout)
+            i -= 1
+    return dout

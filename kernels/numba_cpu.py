@@ -155,18 +155,24 @@ def maxpool2x2(x, out, argmax):  # pragma: no cover - compiled
 
 
 @_kernel()
-def maxpool2x2_backward(dout, argmax, dx):  # pragma: no cover - compiled
+def maxpool2x2_backward(dout, argmax, dx, relu_out):  # pragma: no cover - compiled
     """Each window's gradient to its argmax; each plane is zeroed just before, while it is in cache
-    (rows and columns no window covers, at odd sizes, stay zero)."""
+    (rows and columns no window covers, at odd sizes, stay zero). With ``relu_out`` (the pooled
+    output, when a ReLU feeds the pooling) the gradient is masked by ``relu_out > 0`` on the way:
+    the ReLU's backward folded in."""
     n, c = dx.shape[:2]
     oh, ow = dout.shape[2], dout.shape[3]
+    one, zero = dx.dtype.type(1), dx.dtype.type(0)
     for ni in range(n):
         for ci in range(c):
             dx[ni, ci] = 0
             for oy in range(oh):
                 for ox in range(ow):
                     k = argmax[ni, ci, oy, ox]
-                    dx[ni, ci, 2 * oy + (k >> 1), 2 * ox + (k & 1)] = dout[ni, ci, oy, ox]
+                    g = dout[ni, ci, oy, ox]
+                    if relu_out is not None:
+                        g = g * (one if relu_out[ni, ci, oy, ox] > 0 else zero)
+                    dx[ni, ci, 2 * oy + (k >> 1), 2 * ox + (k & 1)] = g
 
 
 # -- bias (arrays viewed as (N, C, P): C channels of P values each) ---------------------------------

@@ -280,7 +280,8 @@ def pool_2x2_cases(draw):
     return shape, dtype, specials, draw(st.integers(0, 2**31))
 
 
-@pytest.mark.parametrize("accel_backend", overriding("maxpool2d", "maxpool2d_backward"), indirect=True)
+@pytest.mark.parametrize("accel_backend", overriding("maxpool2d", "maxpool2d_backward", "maxpool2d_relu_backward"),
+                         indirect=True)
 @PARITY
 @given(case=pool_2x2_cases())
 def test_pool_2x2_parity_hypothesis(accel_backend, case):
@@ -299,6 +300,10 @@ def test_pool_2x2_parity_hypothesis(accel_backend, case):
     d = rng.standard_normal(out_ref.shape).astype(dtype)
     np.testing.assert_array_equal(host(b, b.maxpool2d_backward(b.asarray(d), arg, shape, *win)),
                                   ref.maxpool2d_backward(d, arg_ref, shape, *win))
+    with np.errstate(invalid="ignore"):
+        through_relu = ref.maxpool2d_relu_backward(d, out_ref, arg_ref, shape, *win)
+    np.testing.assert_array_equal(host(b, b.maxpool2d_relu_backward(b.asarray(d), out, arg, shape, *win)),
+                                  through_relu)
 
 
 @pytest.mark.parametrize("accel_backend", overriding("add_bias", "bias_grad"), indirect=True)
@@ -449,3 +454,16 @@ def test_numba_elementwise_gradients_and_adam_are_bit_exact_in_float32(accel_bac
     ref.adam_update(*theirs, 1e-3, 0.9, 0.999, 1e-8, 3)
     for a, b in zip(mine, theirs):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernel,stride", [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((2, 3), (1, 2))])
+def test_pooling_gradient_through_relu_is_the_two_gradients_in_turn(backend64, rng, kernel, stride):
+    """maxpool2d_relu_backward == relu_backward(maxpool2d_backward(...)), overlapping windows included."""
+    b = backend64
+    x = b.asarray(rng.integers(-2, 3, (2, 3, 7, 8)).astype(np.float64))  # zeros and ties
+    r = b.relu(x)
+    y, arg = b.maxpool2d(r, kernel, stride, (0, 0))
+    d = b.asarray(rng.standard_normal(y.shape))
+    chain = b.relu_backward(b.maxpool2d_backward(d, arg, x.shape, kernel, stride, (0, 0)), r)
+    np.testing.assert_array_equal(host(b, b.maxpool2d_relu_backward(d, y, arg, x.shape, kernel, stride, (0, 0))),
+                                  host(b, chain))

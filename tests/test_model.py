@@ -296,3 +296,24 @@ def test_backward_params_gives_the_same_parameter_gradients_without_dx(backend, 
     assert model.backward_params(dout) is None
     for k, p in model.named_parameters().items():
         np.testing.assert_allclose(backend.to_numpy(p.grad), full[k], rtol=1e-6, atol=1e-7)
+
+
+def test_relu_then_pooling_goes_back_in_one_step_with_the_same_gradients(backend64, rng):
+    """Sequential folds ReLU's backward into the max-pooling after it; the gradients are those of the
+    layers' own backward passes, one after the other."""
+    from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU
+    b = backend64
+    model = bp.Sequential(Conv2D(2, 3, 3, backend=b), ReLU(backend=b), MaxPool2D(2, backend=b),
+                       Conv2D(3, 4, 2, backend=b), ReLU(backend=b), MaxPool2D(2, stride=1, backend=b),
+                       Flatten(backend=b), Linear(4 * 2 * 2, 5, backend=b))
+    x = b.asarray(rng.standard_normal((2, 2, 10, 10)))
+    d = b.asarray(rng.standard_normal((2, 5)))
+    model.forward(x)
+    dx = model.backward(d)
+    grads = {k: b.to_numpy(p.grad).copy() for k, p in model.named_parameters().items()}
+    chain = d
+    for layer in reversed(model.layers):  # the plain chain, no folding
+        chain = layer.backward(chain)
+    np.testing.assert_array_equal(b.to_numpy(dx), b.to_numpy(chain))
+    for k, p in model.named_parameters().items():
+        np.testing.assert_array_equal(b.to_numpy(p.grad), grads[k], err_msg=k)

@@ -26,12 +26,18 @@ class MaxPool2D(Layer):
         self.check_input(x, (None, None, None, None))
         check_window_fits(self, x, self.kernel_size, self.pad)
         self.x_shape = x.shape
-        out, self.argmax = self.backend.maxpool2d(x, self.kernel_size, self.stride, self.pad)
-        return out
+        self.y, self.argmax = self.backend.maxpool2d(x, self.kernel_size, self.stride, self.pad)
+        return self.y
 
     def backward(self, dout: Any) -> Any:
         return self.backend.maxpool2d_backward(dout, self.argmax, self.x_shape, self.kernel_size,
                                                self.stride, self.pad)
+
+    def backward_through_relu(self, dout: Any) -> Any:
+        """The gradient w.r.t. the input of the ReLU that feeds this layer: ReLU's backward folded
+        into this one (see ``Backend.maxpool2d_relu_backward``); Sequential uses it for that pair."""
+        return self.backend.maxpool2d_relu_backward(dout, self.y, self.argmax, self.x_shape, self.kernel_size,
+                                                    self.stride, self.pad)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}"
