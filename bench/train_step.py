@@ -138,12 +138,21 @@ class Ours:
         dout = self.loss.backward()
         sync()
         rec("loss forward+backward", clock() - t)
-        for i in reversed(range(len(self.model.layers))):
-            layer = self.model.layers[i]
+        layers = self.model.layers  # backward as Sequential.backward_params runs it:
+        i = len(layers) - 1
+        while i >= 0:
             t = clock()
-            dout = layer.backward(dout)
+            if i > 0 and type(layers[i]).__name__ == "MaxPool2D" and type(layers[i - 1]).__name__ == "ReLU":
+                dout = layers[i].backward_through_relu(dout)  # the pair in one step
+                name, i = f"{i - 1}-{i} ReLU+MaxPool2D backward", i - 2
+            elif i == 0:
+                layers[0].backward_params(dout)  # no input gradient for the first layer
+                name, i = f"0 {type(layers[0]).__name__} backward (parameters only)", -1
+            else:
+                dout = layers[i].backward(dout)
+                name, i = f"{i} {type(layers[i]).__name__} backward", i - 1
             sync()
-            rec(f"{i} {type(layer).__name__} backward", clock() - t)
+            rec(name, clock() - t)
         t = clock()
         self.opt.step()
         sync()
