@@ -308,6 +308,7 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
     say(f"{config.model} on {data.spec.title} ({len(train_loader.x):,} training / {len(test_loader.x):,} test images "
         f"from {data.source}); {config.optimizer} lr {config.lr:g}, batch {config.batch_size}, backend "
         f"{backend.name} ({backend.dtype.name}); run folder {run_dir}")
+    say(f"data credit: {data.spec.credit}")
     if state["epoch"] >= config.epochs:
         say(f"the run has already trained {state['epoch']} epochs; ask for more with --epochs")
         return history
