@@ -113,6 +113,9 @@ class NumbaBackend(Backend):
     # -- activations ------------------------------------------------------------------------------
     def _map(self, kernel: Callable[..., None], *arrays: Any) -> Any:
         """Run an elementwise kernel over flat contiguous copies (or views) of same-shaped arrays."""
+        if any(a.shape != arrays[0].shape for a in arrays):
+            raise ValueError(f"{kernel.__name__}: the arrays must have one shape, got "
+                             f"{', '.join(str(a.shape) for a in arrays)}")
         out = np.empty(arrays[0].shape, dtype=arrays[0].dtype)
         kernel(*(_flat(a) for a in arrays), out.reshape(-1))
         return out

@@ -467,3 +467,10 @@ def test_pooling_gradient_through_relu_is_the_two_gradients_in_turn(backend64, r
     chain = b.relu_backward(b.maxpool2d_backward(d, arg, x.shape, kernel, stride, (0, 0)), r)
     np.testing.assert_array_equal(host(b, b.maxpool2d_relu_backward(d, y, arg, x.shape, kernel, stride, (0, 0))),
                                   host(b, chain))
+
+
+@pytest.mark.parametrize("accel_backend", ["numba"], indirect=True)
+def test_numba_elementwise_kernels_refuse_arrays_of_two_shapes(accel_backend):
+    """Numba reads past a shorter array instead of failing: the backend checks the shapes first."""
+    with pytest.raises(ValueError, match="one shape"):
+        accel_backend.relu_backward(np.ones((2, 3), np.float32), np.ones(3, np.float32))
