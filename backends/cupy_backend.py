@@ -186,29 +186,34 @@ class CupyBackend(Backend):
             return cuda.softmax_cross_entropy(logits, target)
 
     # -- optimizer updates (in place) ------------------------------------------------------------------
+    def _native_update(self, p: Any, g: Any, *state: Any) -> bool:
+        """The CUDA update kernels take one dtype and one shape (no broadcast gradient) and update
+        C-contiguous arrays; anything else goes to the reference."""
+        return self._native(p, g, *state, in_place=(p, *state)) and all(a.shape == p.shape for a in (g, *state))
+
     def sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
                    nesterov: bool) -> None:
         state = () if velocity is None else (velocity,)
-        if not self._native(p, g, *state, in_place=(p, *state)):
+        if not self._native_update(p, g, *state):
             return super().sgd_update(p, g, velocity, lr, momentum, nesterov)
         with self._guard("sgd_update", p):
             cuda.sgd_update(p, g, velocity, lr, momentum, nesterov)
 
     def adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
-        if not self._native(p, g, sum_sq, in_place=(p, sum_sq)):
+        if not self._native_update(p, g, sum_sq):
             return super().adagrad_update(p, g, sum_sq, lr, eps)
         with self._guard("adagrad_update", p):
             cuda.adagrad_update(p, g, sum_sq, lr, eps)
 
     def rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
-        if not self._native(p, g, mean_sq, in_place=(p, mean_sq)):
+        if not self._native_update(p, g, mean_sq):
             return super().rmsprop_update(p, g, mean_sq, lr, rho, eps)
         with self._guard("rmsprop_update", p):
             cuda.rmsprop_update(p, g, mean_sq, lr, rho, eps)
 
     def adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
                     eps: float, step: int) -> None:
-        if not self._native(p, g, m, v, in_place=(p, m, v)):
+        if not self._native_update(p, g, m, v):
             return super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
         with self._guard("adam_update", p):
             cuda.adam_update(p, g, m, v, lr, beta1, beta2, eps, step)

@@ -180,6 +180,17 @@ def _in_place(what: str, a: Any, like: Any) -> None:
         raise ValueError(f"{what} is updated in place and must be C-contiguous")
 
 
+def _update_operands(r: Runner, p: Any, g: Any, **state: Any) -> Any:
+    """Check an optimizer update's operands (the parameter and its state updated in place, the
+    gradient of the same shape and dtype); returns the gradient, C-contiguous."""
+    _in_place("the parameter", p, p)
+    for name, a in state.items():
+        _in_place(name, a, p)
+    g = r.xp.ascontiguousarray(g)
+    _same("the gradient", g, p.shape, p.dtype)
+    return g
+
+
 # -- convolution lowering -----------------------------------------------------------------------
 
 def im2col(x: Any, kernel: Pair, stride: Pair, pad: Pair, out: Any | None = None,
@@ -347,24 +358,18 @@ def softmax_cross_entropy(logits: Any, target: Any, runner: Runner | None = None
 def sgd_update(p: Any, g: Any, velocity: Any | None, lr: float, momentum: float, nesterov: bool,
                runner: Runner | None = None) -> None:
     r = runner or default_runner()
-    _in_place("the parameter", p, p)
-    g = r.xp.ascontiguousarray(g)
-    _same("the gradient", g, p.shape, p.dtype)
+    g = _update_operands(r, p, g, **({} if velocity is None else {"the velocity": velocity}))
     t = p.dtype.type
     if velocity is None:
         r.launch("sgd_update", p.dtype, p.size, (p, g, np.int64(p.size), t(lr)))
         return
-    _in_place("the velocity", velocity, p)
     r.launch("sgd_momentum_update", p.dtype, p.size,
              (p, g, velocity, np.int64(p.size), t(lr), t(momentum), np.int32(bool(nesterov))))
 
 
 def adagrad_update(p: Any, g: Any, sum_sq: Any, lr: float, eps: float, runner: Runner | None = None) -> None:
     r = runner or default_runner()
-    _in_place("the parameter", p, p)
-    _in_place("sum_sq", sum_sq, p)
-    g = r.xp.ascontiguousarray(g)
-    _same("the gradient", g, p.shape, p.dtype)
+    g = _update_operands(r, p, g, sum_sq=sum_sq)
     t = p.dtype.type
     r.launch("adagrad_update", p.dtype, p.size, (p, g, sum_sq, np.int64(p.size), t(lr), t(eps)))
 
@@ -372,10 +377,7 @@ def adagrad_update(p: Any, g: Any, sum_sq: Any, lr: float, eps: float, runner: R
 def rmsprop_update(p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float,
                    runner: Runner | None = None) -> None:
     r = runner or default_runner()
-    _in_place("the parameter", p, p)
-    _in_place("mean_sq", mean_sq, p)
-    g = r.xp.ascontiguousarray(g)
-    _same("the gradient", g, p.shape, p.dtype)
+    g = _update_operands(r, p, g, mean_sq=mean_sq)
     t = p.dtype.type
     r.launch("rmsprop_update", p.dtype, p.size,
              (p, g, mean_sq, np.int64(p.size), t(lr), t(rho), t(1 - rho), t(eps)))
@@ -385,11 +387,7 @@ def adam_update(p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: 
                 runner: Runner | None = None) -> None:
     """Adam with the reference's bias correction; ``step`` counts from 1."""
     r = runner or default_runner()
-    _in_place("the parameter", p, p)
-    _in_place("m", m, p)
-    _in_place("v", v, p)
-    g = r.xp.ascontiguousarray(g)
-    _same("the gradient", g, p.shape, p.dtype)
+    g = _update_operands(r, p, g, m=m, v=v)
     lr_t = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
     eps_t = eps * (1 - beta2 ** step) ** 0.5
     t = p.dtype.type

@@ -432,13 +432,18 @@ def test_kernels_take_an_empty_batch(backend):
 
 @pytest.mark.parametrize("accel_backend", overriding("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"), indirect=True)
 def test_optimizer_updates_broadcast_a_gradient_like_the_reference(accel_backend):
+    """A gradient of shape (1,) broadcasts, as in the reference, instead of being read past its end."""
     ref = get_backend("numpy")
     p0, g = np.linspace(-1, 1, 5, dtype=np.float32), np.array([0.5], np.float32)
-    mine, theirs = accel_backend.asarray(p0.copy()), p0.copy()
-    state, state_ref = accel_backend.asarray(np.ones(5, np.float32)), np.ones(5, np.float32)
-    accel_backend.rmsprop_update(mine, accel_backend.asarray(g), state, 0.01, 0.9, 1e-8)
-    ref.rmsprop_update(theirs, g, state_ref, 0.01, 0.9, 1e-8)
-    np.testing.assert_allclose(host(accel_backend, mine), theirs, rtol=1e-6)
+    updates = [("sgd_update", 1, (0.1, 0.9, False)), ("adagrad_update", 1, (0.1, 1e-8)),
+               ("rmsprop_update", 1, (0.01, 0.9, 1e-8)), ("adam_update", 2, (1e-3, 0.9, 0.999, 1e-8, 2))]
+    for name, count, args in updates:
+        mine = [accel_backend.asarray(p0.copy()), accel_backend.asarray(g),
+                *(accel_backend.asarray(np.ones(5, np.float32)) for _ in range(count))]
+        theirs = [p0.copy(), g, *(np.ones(5, np.float32) for _ in range(count))]
+        getattr(accel_backend, name)(*mine, *args)
+        getattr(ref, name)(*theirs, *args)
+        np.testing.assert_allclose(host(accel_backend, mine[0]), theirs[0], rtol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("accel_backend", ["numba"], indirect=True)
