@@ -114,6 +114,17 @@ class Backend:
                            stride: Pair, pad: Pair) -> Any:
         return ref.maxpool2d_backward(self.xp, dout, argmax, x_shape, kernel, stride, pad)
 
+    def maxpool2d_relu(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
+        """Max-pooling of ReLU(x), computed as ReLU of the pooled maxima.
+
+        Max commutes with ReLU (both are monotone), so the values are the same, and ReLU runs on a
+        pooled-size array instead of a full-size one. Where a window holds no positive value, the
+        argmax points at its largest negative entry rather than at one of ReLU's tied zeros: that
+        winner's gradient is zero either way, so pair this only with ``maxpool2d_relu_backward``.
+        """
+        y, argmax = self.maxpool2d(x, kernel, stride, pad)
+        return self.relu(y), argmax
+
     def maxpool2d_relu_backward(self, dout: Any, y: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                                 stride: Pair, pad: Pair) -> Any:
         """The gradient through a ReLU and the max-pooling that follows it, in one step.

@@ -55,9 +55,7 @@ class Sequential(Layer):
 
     # -- the layer contract ---------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
-        for layer in self.layers:
-            x = layer.forward(x)
-        return x
+        return _forward(self.layers, x)
 
     def backward(self, dout: Any) -> Any:
         return _backward(self.layers, dout)
@@ -163,12 +161,32 @@ class Sequential(Layer):
         return predict(self, x, batch_size=batch_size)
 
 
+def _relu_then_pool(layers: list[Layer], i: int) -> bool:
+    """Whether layers[i] is a max-pooling fed by a ReLU, a pair that goes forward and back in one step."""
+    return 0 < i < len(layers) and isinstance(layers[i], MaxPool2D) and type(layers[i - 1]) is ReLU
+
+
+def _forward(layers: list[Layer], x: Any) -> Any:
+    """Every layer's forward, first to last. A ReLU followed by max-pooling runs as one step
+    (``MaxPool2D.forward_through_relu``): ReLU on the pooled values, not on the full-size input."""
+    i = 0
+    while i < len(layers):
+        if _relu_then_pool(layers, i + 1):
+            layers[i].y = None                  # ReLU's own state is not computed; its backward is folded too
+            x = layers[i + 1].forward_through_relu(x)
+            i += 2
+        else:
+            x = layers[i].forward(x)
+            i += 1
+    return x
+
+
 def _backward(layers: list[Layer], dout: Any) -> Any:
     """Every layer's backward, last to first. A ReLU followed by max-pooling goes back in one step
     (``MaxPool2D.backward_through_relu``): the same gradient without ReLU's full-size pass."""
     i = len(layers) - 1
     while i >= 0:
-        if i > 0 and isinstance(layers[i], MaxPool2D) and type(layers[i - 1]) is ReLU:
+        if _relu_then_pool(layers, i):
             dout = layers[i].backward_through_relu(dout)
             i -= 2
         else:

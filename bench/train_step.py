@@ -74,6 +74,7 @@ if ARGS is not None and ARGS.blas_threads is not None:
 import numpy as np  # noqa: E402  (after the thread variables are set)
 
 import backprop  # noqa: E402
+from backprop.model import _relu_then_pool  # noqa: E402  (the fold rule Sequential follows)
 
 # --------------------------------------------------------------------------------------------------
 # backprop
@@ -127,22 +128,28 @@ class Ours:
         """One step with each layer's forward/backward, the loss and the optimizer timed apart."""
         x, y = self.batch()
         sync, clock = self.sync, time.perf_counter
-        for i, layer in enumerate(self.model.layers):
+        layers = self.model.layers  # forward and backward as Sequential runs them
+        i = 0
+        while i < len(layers):
             sync()
             t = clock()
-            x = layer.forward(x)
+            if _relu_then_pool(layers, i + 1):
+                x = layers[i + 1].forward_through_relu(x)  # the pair in one step
+                name, i = f"{i}-{i + 1} ReLU+MaxPool2D forward", i + 2
+            else:
+                x = layers[i].forward(x)
+                name, i = f"{i} {type(layers[i]).__name__} forward", i + 1
             sync()
-            rec(f"{i} {type(layer).__name__} forward", clock() - t)
+            rec(name, clock() - t)
         t = clock()
         float(self.loss.forward(x, y))
         dout = self.loss.backward()
         sync()
         rec("loss forward+backward", clock() - t)
-        layers = self.model.layers  # backward as Sequential.backward_params runs it:
         i = len(layers) - 1
         while i >= 0:
             t = clock()
-            if i > 0 and type(layers[i]).__name__ == "MaxPool2D" and type(layers[i - 1]).__name__ == "ReLU":
+            if _relu_then_pool(layers, i):
                 dout = layers[i].backward_through_relu(dout)  # the pair in one step
                 name, i = f"{i - 1}-{i} ReLU+MaxPool2D backward", i - 2
             elif i == 0:
@@ -161,14 +168,23 @@ class Ours:
     def instrument_kernels(self, rec: Callable[[str, float], None]) -> Callable[[], None]:
         """Time every backend kernel call (instance attributes shadow the class methods)."""
         backend = self.backend
-        names = ["matmul", "im2col", "col2im", "maxpool2d", "maxpool2d_backward", "relu", "relu_backward",
+        names = ["matmul", "im2col", "col2im", "maxpool2d", "maxpool2d_relu", "maxpool2d_backward",
+                 "maxpool2d_relu_backward", "relu", "relu_backward",
                  "add_bias", "bias_grad", "softmax_cross_entropy", "adam_update"]
+
+        depth = [0]  # a kernel built from others (the folded pooling ones) is timed once, as itself
 
         def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             def timed(*a: Any, **k: Any) -> Any:
+                if depth[0]:
+                    return fn(*a, **k)
                 backend.synchronize()
                 t = time.perf_counter()
-                r = fn(*a, **k)
+                depth[0] += 1
+                try:
+                    r = fn(*a, **k)
+                finally:
+                    depth[0] -= 1
                 backend.synchronize()
                 rec(f"{name}", time.perf_counter() - t)
                 return r

@@ -461,17 +461,24 @@ def test_numba_elementwise_gradients_and_adam_are_bit_exact_in_float32(accel_bac
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kernel,stride", [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((2, 3), (1, 2))])
-def test_pooling_gradient_through_relu_is_the_two_gradients_in_turn(backend64, rng, kernel, stride):
-    """maxpool2d_relu_backward == relu_backward(maxpool2d_backward(...)), overlapping windows included."""
+@pytest.mark.parametrize("kernel,stride,pad", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (0, 0)),
+                                               ((2, 3), (1, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))])
+def test_pooling_through_relu_is_the_two_steps_in_turn(backend64, rng, kernel, stride, pad):
+    """maxpool2d_relu(x) == maxpool2d(relu(x)), and its gradient with maxpool2d_relu_backward ==
+    relu_backward(maxpool2d_backward(...)): overlapping windows, padding, ties, zeros, NaN and -inf."""
     b = backend64
-    x = b.asarray(rng.integers(-2, 3, (2, 3, 7, 8)).astype(np.float64))  # zeros and ties
+    host_x = rng.integers(-2, 3, (2, 3, 7, 8)).astype(np.float64)
+    host_x[0, 0, 0, 0], host_x[1, 2, 3, 3], host_x[1, 1] = np.nan, -np.inf, -1.0  # a plane with no positive
+    x = b.asarray(host_x)
     r = b.relu(x)
-    y, arg = b.maxpool2d(r, kernel, stride, (0, 0))
+    y, arg = b.maxpool2d(r, kernel, stride, pad)
     d = b.asarray(rng.standard_normal(y.shape))
-    chain = b.relu_backward(b.maxpool2d_backward(d, arg, x.shape, kernel, stride, (0, 0)), r)
-    np.testing.assert_array_equal(host(b, b.maxpool2d_relu_backward(d, y, arg, x.shape, kernel, stride, (0, 0))),
-                                  host(b, chain))
+    chain = host(b, b.relu_backward(b.maxpool2d_backward(d, arg, x.shape, kernel, stride, pad), r))
+    np.testing.assert_array_equal(host(b, b.maxpool2d_relu_backward(d, y, arg, x.shape, kernel, stride, pad)), chain)
+    y_fold, arg_fold = b.maxpool2d_relu(x, kernel, stride, pad)
+    np.testing.assert_array_equal(host(b, y_fold), host(b, y))
+    np.testing.assert_array_equal(host(b, b.maxpool2d_relu_backward(d, y_fold, arg_fold, x.shape, kernel, stride,
+                                                                    pad)), chain)
 
 
 @pytest.mark.parametrize("accel_backend", ["numba"], indirect=True)

@@ -299,8 +299,8 @@ def test_backward_params_gives_the_same_parameter_gradients_without_dx(backend, 
 
 
 def test_relu_then_pooling_goes_back_in_one_step_with_the_same_gradients(backend64, rng):
-    """Sequential folds ReLU's backward into the max-pooling after it; the gradients are those of the
-    layers' own backward passes, one after the other."""
+    """Sequential folds a ReLU into the max-pooling after it, forward and backward; the outputs and
+    gradients are those of the layers' own passes, one after the other."""
     from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU
     b = backend64
     model = bp.Sequential(Conv2D(2, 3, 3, backend=b), ReLU(backend=b), MaxPool2D(2, backend=b),
@@ -308,11 +308,16 @@ def test_relu_then_pooling_goes_back_in_one_step_with_the_same_gradients(backend
                        Flatten(backend=b), Linear(4 * 2 * 2, 5, backend=b))
     x = b.asarray(rng.standard_normal((2, 2, 10, 10)))
     d = b.asarray(rng.standard_normal((2, 5)))
-    model.forward(x)
+    out = b.to_numpy(model.forward(x))
+    assert model.layers[1].y is None and model.layers[4].y is None  # the folded ReLUs kept no state
     dx = model.backward(d)
     grads = {k: b.to_numpy(p.grad).copy() for k, p in model.named_parameters().items()}
+    chain = x
+    for layer in model.layers:  # the plain chain, no folding
+        chain = layer.forward(chain)
+    np.testing.assert_array_equal(b.to_numpy(chain), out)
     chain = d
-    for layer in reversed(model.layers):  # the plain chain, no folding
+    for layer in reversed(model.layers):
         chain = layer.backward(chain)
     np.testing.assert_array_equal(b.to_numpy(dx), b.to_numpy(chain))
     for k, p in model.named_parameters().items():

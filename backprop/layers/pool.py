@@ -23,11 +23,21 @@ class MaxPool2D(Layer):
                              "or some windows would hold padding only")
 
     def forward(self, x: Any) -> Any:
+        self._check(x)
+        self.y, self.argmax = self.backend.maxpool2d(x, self.kernel_size, self.stride, self.pad)
+        return self.y
+
+    def forward_through_relu(self, x: Any) -> Any:
+        """This pooling of ReLU(x): the forward of the ReLU that feeds this layer folded into this one
+        (see ``Backend.maxpool2d_relu``); Sequential uses it for that pair, with ``backward_through_relu``."""
+        self._check(x)
+        self.y, self.argmax = self.backend.maxpool2d_relu(x, self.kernel_size, self.stride, self.pad)
+        return self.y
+
+    def _check(self, x: Any) -> None:
         self.check_input(x, (None, None, None, None))
         check_window_fits(self, x, self.kernel_size, self.pad)
         self.x_shape = x.shape
-        self.y, self.argmax = self.backend.maxpool2d(x, self.kernel_size, self.stride, self.pad)
-        return self.y
 
     def backward(self, dout: Any) -> Any:
         return self.backend.maxpool2d_backward(dout, self.argmax, self.x_shape, self.kernel_size,
