@@ -28,6 +28,9 @@ SETUPS = {
     "prange, workqueue layer": ("workqueue", {}),
     "prange, omp layer": ("omp", {}),
     "prange, omp layer, OMP_WAIT_POLICY=PASSIVE": ("omp", {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "serial, BLAS 1 thread": ("serial", {"OPENBLAS_NUM_THREADS": "1"}),
+    "prange, omp layer, BLAS 1 thread": ("omp", {"OPENBLAS_NUM_THREADS": "1"}),
+    "prange, workqueue layer, BLAS 1 thread": ("workqueue", {"OPENBLAS_NUM_THREADS": "1"}),
 }
 PARALLEL_LOOPS = ("for ni in range(n):", "for i in range(x.size):", "for i in range(dout.size):",
                   "for i in range(p.size):")

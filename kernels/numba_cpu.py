@@ -156,23 +156,39 @@ def maxpool2x2(x, out, argmax):  # pragma: no cover - compiled
 
 @_kernel()
 def maxpool2x2_backward(dout, argmax, dx, relu_out):  # pragma: no cover - compiled
-    """Each window's gradient to its argmax; each plane is zeroed just before, while it is in cache
-    (rows and columns no window covers, at odd sizes, stay zero). With ``relu_out`` (the pooled
-    output, when a ReLU feeds the pooling) the gradient is masked by ``relu_out > 0`` on the way:
-    the ReLU's backward folded in."""
-    n, c = dx.shape[:2]
+    """Each window's gradient to its argmax and zero to the other three cells, written row by row
+    (a dense, vectorized store instead of zeroing the plane and scattering into it; rows and columns
+    no window covers, at odd sizes, are zeroed). With ``relu_out`` (the pooled output, when a ReLU
+    feeds the pooling) the gradient is masked by ``relu_out > 0`` on the way: the ReLU's backward
+    folded in. The mask multiplies, as the reference does, so a NaN gradient stays NaN."""
+    n, c, h, w = dx.shape
     oh, ow = dout.shape[2], dout.shape[3]
     one, zero = dx.dtype.type(1), dx.dtype.type(0)
     for ni in range(n):
         for ci in range(c):
-            dx[ni, ci] = 0
             for oy in range(oh):
-                for ox in range(ow):
-                    k = argmax[ni, ci, oy, ox]
-                    g = dout[ni, ci, oy, ox]
-                    if relu_out is not None:
-                        g = g * (one if relu_out[ni, ci, oy, ox] > 0 else zero)
-                    dx[ni, ci, 2 * oy + (k >> 1), 2 * ox + (k & 1)] = g
+                grad = dout[ni, ci, oy]
+                winner = argmax[ni, ci, oy]
+                for a in range(2):
+                    row = dx[ni, ci, 2 * oy + a]
+                    left = 2 * a  # the window cell in this row's even column
+                    if relu_out is None:
+                        for ox in range(ow):
+                            k = winner[ox]
+                            g = grad[ox]
+                            row[2 * ox] = g if k == left else zero
+                            row[2 * ox + 1] = g if k == left + 1 else zero
+                    else:
+                        alive = relu_out[ni, ci, oy]
+                        for ox in range(ow):
+                            k = winner[ox]
+                            g = grad[ox] * (one if alive[ox] > 0 else zero)
+                            row[2 * ox] = g if k == left else zero
+                            row[2 * ox + 1] = g if k == left + 1 else zero
+                    for x in range(2 * ow, w):
+                        row[x] = zero
+            for y in range(2 * oh, h):
+                dx[ni, ci, y] = zero
 
 
 # -- bias (arrays viewed as (N, C, P): C channels of P values each) ---------------------------------
