@@ -35,6 +35,11 @@ def _channels(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
 
 
+def _tiny(a: np.ndarray) -> np.floating:
+    """The smallest normal number of ``a``'s dtype, below which optimizer state is stored as zero."""
+    return np.finfo(a.dtype).tiny
+
+
 def _is_2x2(kernel: Pair, stride: Pair, pad: Pair) -> bool:
     """The pooling window the Numba kernels cover (other windows use the reference)."""
     return kernel == (2, 2) and stride == (2, 2) and pad == (0, 0)
@@ -165,7 +170,7 @@ class NumbaBackend(Backend):
             self.k.sgd(p.reshape(-1), g.reshape(-1), t(lr))
         else:
             self.k.sgd_momentum(p.reshape(-1), g.reshape(-1), velocity.reshape(-1), t(lr), t(momentum),
-                                nesterov)
+                                nesterov, _tiny(p))
 
     def adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
         if not self._inplace_ok(p, g, sum_sq):
@@ -177,7 +182,8 @@ class NumbaBackend(Backend):
         if not self._inplace_ok(p, g, mean_sq):
             return super().rmsprop_update(p, g, mean_sq, lr, rho, eps)
         t = p.dtype.type
-        self.k.rmsprop(p.reshape(-1), g.reshape(-1), mean_sq.reshape(-1), t(lr), t(rho), t(1 - rho), t(eps))
+        self.k.rmsprop(p.reshape(-1), g.reshape(-1), mean_sq.reshape(-1), t(lr), t(rho), t(1 - rho), t(eps),
+                       _tiny(p))
 
     def adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
                     eps: float, step: int) -> None:
@@ -187,7 +193,7 @@ class NumbaBackend(Backend):
         lr_t = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
         eps_t = eps * (1 - beta2 ** step) ** 0.5
         self.k.adam(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),
-                    t(1 - beta1), t(beta2), t(1 - beta2), t(eps_t))
+                    t(1 - beta1), t(beta2), t(1 - beta2), t(eps_t), _tiny(p))
 
 
 def probe() -> str | None:

@@ -335,9 +335,13 @@ def sgd(p, g, lr):  # pragma: no cover - compiled
 
 
 @_kernel()
-def sgd_momentum(p, g, v, lr, momentum, nesterov):  # pragma: no cover - compiled
+def sgd_momentum(p, g, v, lr, momentum, nesterov, tiny):  # pragma: no cover - compiled
+    """``tiny``, here and below: the dtype's smallest normal number; decaying state below it is
+    stored as zero, as ``reference.flush_subnormal`` explains."""
+    zero = p.dtype.type(0)
     for i in range(p.size):
-        v[i] = momentum * v[i] + g[i]
+        vi = momentum * v[i] + g[i]
+        v[i] = zero if abs(vi) < tiny else vi
         p[i] -= lr * (g[i] + momentum * v[i]) if nesterov else lr * v[i]
 
 
@@ -349,16 +353,21 @@ def adagrad(p, g, s, lr, eps):  # pragma: no cover - compiled
 
 
 @_kernel()
-def rmsprop(p, g, s, lr, rho, one_minus_rho, eps):  # pragma: no cover - compiled
+def rmsprop(p, g, s, lr, rho, one_minus_rho, eps, tiny):  # pragma: no cover - compiled
+    zero = p.dtype.type(0)
     for i in range(p.size):
-        s[i] = rho * s[i] + one_minus_rho * g[i] * g[i]
+        si = rho * s[i] + one_minus_rho * g[i] * g[i]
+        s[i] = zero if abs(si) < tiny else si
         p[i] -= lr * g[i] / (np.sqrt(s[i]) + eps)
 
 
 @_kernel()
-def adam(p, g, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_t):  # pragma: no cover
+def adam(p, g, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_t, tiny):  # pragma: no cover
     """One Adam step with the bias corrections folded into ``lr_t`` and ``eps_t`` by the caller."""
+    zero = p.dtype.type(0)
     for i in range(p.size):
-        m[i] = beta1 * m[i] + one_minus_beta1 * g[i]
-        v[i] = beta2 * v[i] + one_minus_beta2 * g[i] * g[i]
+        mi = beta1 * m[i] + one_minus_beta1 * g[i]
+        vi = beta2 * v[i] + one_minus_beta2 * g[i] * g[i]
+        m[i] = zero if abs(mi) < tiny else mi
+        v[i] = zero if abs(vi) < tiny else vi
         p[i] -= m[i] / (np.sqrt(v[i]) + eps_t) * lr_t  # the reference's order of operations

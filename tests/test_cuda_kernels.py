@@ -242,6 +242,26 @@ def test_optimizer_updates(runner, rng, dtype, shape, name):
         np.testing.assert_allclose(host(s_dev), s, **tolerance(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "rmsprop", "adam-step-3"])
+def test_optimizer_updates_flush_subnormal_state_like_the_reference(runner, dtype, name):
+    """Decaying state that falls below the smallest normal number is stored as zero, bit for bit as
+    the reference stores it (a zero gradient, state on both sides of the boundary, NaN)."""
+    states, reference_update, cuda_update = OPTIMIZERS[name]
+    tiny = np.finfo(dtype).tiny
+    values = np.array([tiny * 1.05, -tiny * 1.05, tiny * 2, tiny / 4, 0.0, np.nan, 1.0], dtype)
+    p, g = np.ones_like(values), np.zeros_like(values)
+    state = [values.copy() for _ in states(values.shape)]
+    p_dev, state_dev = dev(runner, p), [dev(runner, s) for s in state]
+    with np.errstate(invalid="ignore"):
+        reference_update(np, p, g, state)
+        cuda_update(p_dev, dev(runner, g), state_dev, runner)
+    for s_dev, s in zip(state_dev, state, strict=True):
+        assert not np.any((s != 0) & (np.abs(s) < tiny))  # the reference kept no subnormal
+        np.testing.assert_array_equal(host(s_dev), s)
+    np.testing.assert_array_equal(host(p_dev), p)
+
+
 def test_in_place_updates_refuse_arrays_they_cannot_update(runner):
     p = dev(runner, np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="C-contiguous"):

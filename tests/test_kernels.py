@@ -398,6 +398,28 @@ def test_optimizer_update_kernels_parity_hypothesis(accel_backend, size, dtype, 
                 np.testing.assert_allclose(host(b, a), r, rtol=tol, atol=tol, err_msg=name)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,decays,args", [
+    ("sgd_update", [0.9], (0.1, 0.9, False)), ("sgd_update", [0.9], (0.1, 0.9, True)),
+    ("rmsprop_update", [0.9], (0.01, 0.9, 1e-8)), ("adam_update", [0.9, 0.999], (1e-3, 0.9, 0.999, 1e-8, 3))])
+def test_decaying_optimizer_state_never_turns_subnormal(backend, dtype, name, decays, args):
+    """With a zero gradient the state only decays; a value that would fall below the dtype's smallest
+    normal number is stored as zero instead (subnormals run 10-100x slower on x86), every other value
+    is the plain decayed one, NaN stays NaN, and every backend stores the same bits."""
+    b = get_backend(backend.name, dtype)
+    tiny = np.finfo(dtype).tiny
+    values = np.array([tiny * 1.05, -tiny * 1.05, tiny * 2, tiny / 4, 0.0, np.nan, 1.0], dtype)
+    state = [b.asarray(values.copy()) for _ in decays]
+    p = b.asarray(np.ones_like(values))
+    with np.errstate(invalid="ignore"):
+        getattr(b, name)(p, b.asarray(np.zeros_like(values)), *state, *args)
+        for s, decay in zip(state, decays, strict=True):
+            decayed = values * dtype(decay)
+            expected = np.where(np.abs(decayed) < tiny, dtype(0), decayed)
+            np.testing.assert_array_equal(host(b, s), expected)
+            assert expected[3] == 0 and expected[2] != 0  # the cases straddle the boundary as intended
+
+
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
 def test_activations_treat_nan_and_inf_like_the_reference(backend, name):
     ref = get_backend("numpy")

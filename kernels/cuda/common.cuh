@@ -42,6 +42,13 @@ template <typename T> __device__ __forceinline__ T quiet_nan();
 template <> __device__ __forceinline__ float quiet_nan<float>() { return __int_as_float(0x7fc00000); }
 template <> __device__ __forceinline__ double quiet_nan<double>() { return __longlong_as_double(0x7ff8000000000000LL); }
 
+// Zero for |x| below T's smallest normal number (x itself otherwise, NaN included): optimizer state
+// that decays geometrically is kept out of the subnormal range, as kernels/reference.py does.
+__device__ __forceinline__ float flush_subnormal(float x) { return bp_abs(x) < __int_as_float(0x00800000) ? 0.0f : x; }
+__device__ __forceinline__ double flush_subnormal(double x) {
+  return bp_abs(x) < __longlong_as_double(0x0010000000000000LL) ? 0.0 : x;
+}
+
 // The output positions o whose window covers padded coordinate p along one axis:
 // o * stride <= p <= o * stride + kernel - 1 and 0 <= o < out, i.e. first <= o <= last (empty when
 // first > last, e.g. for trailing rows that no window reaches).

@@ -8,13 +8,13 @@ __global__ void sgd_update(T* __restrict__ p, const T* __restrict__ g, idx_t siz
   for (idx_t i = thread_index(); i < size; i += grid_stride()) p[i] -= lr * g[i];
 }
 
-// v = momentum * v + g; p -= lr * (g + momentum * v) with Nesterov, else p -= lr * v.
+// v = momentum * v + g (subnormals flushed); p -= lr * (g + momentum * v) with Nesterov, else p -= lr * v.
 template <typename T>
 __global__ void sgd_momentum_update(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ velocity, idx_t size,
                                     T lr, T momentum, int nesterov) {
   for (idx_t i = thread_index(); i < size; i += grid_stride()) {
     const T gi = g[i];
-    const T v = velocity[i] * momentum + gi;
+    const T v = flush_subnormal(velocity[i] * momentum + gi);
     velocity[i] = v;
     p[i] -= nesterov ? lr * (gi + momentum * v) : lr * v;
   }
@@ -31,12 +31,12 @@ __global__ void adagrad_update(T* __restrict__ p, const T* __restrict__ g, T* __
   }
 }
 
-// mean_sq = rho * mean_sq + (1 - rho) * g^2; p -= lr * g / (sqrt(mean_sq) + eps)
+// mean_sq = rho * mean_sq + (1 - rho) * g^2 (subnormals flushed); p -= lr * g / (sqrt(mean_sq) + eps)
 template <typename T>
 __global__ void rmsprop_update(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ mean_sq, idx_t size, T lr,
                                T rho, T one_minus_rho, T eps) {
   for (idx_t i = thread_index(); i < size; i += grid_stride()) {
-    const T gi = g[i], s = mean_sq[i] * rho + one_minus_rho * gi * gi;
+    const T gi = g[i], s = flush_subnormal(mean_sq[i] * rho + one_minus_rho * gi * gi);
     mean_sq[i] = s;
     p[i] -= lr * gi / (bp_sqrt(s) + eps);
   }
@@ -44,14 +44,15 @@ __global__ void rmsprop_update(T* __restrict__ p, const T* __restrict__ g, T* __
 
 // Adam with bias correction folded into lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t) and
 // eps_t = eps * sqrt(1 - beta2^t), both computed on the host as in the reference:
-// m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g^2; p -= lr_t * m / (sqrt(v) + eps_t).
+// m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g^2 (both with subnormals flushed);
+// p -= lr_t * m / (sqrt(v) + eps_t).
 template <typename T>
 __global__ void adam_update(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
                             idx_t size, T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T lr_t, T eps_t) {
   for (idx_t i = thread_index(); i < size; i += grid_stride()) {
     const T gi = g[i];
-    const T mi = m[i] * beta1 + gi * one_minus_beta1;
-    const T vi = v[i] * beta2 + gi * one_minus_beta2 * gi;
+    const T mi = flush_subnormal(m[i] * beta1 + gi * one_minus_beta1);
+    const T vi = flush_subnormal(v[i] * beta2 + gi * one_minus_beta2 * gi);
     m[i] = mi;
     v[i] = vi;
     p[i] -= mi / (bp_sqrt(vi) + eps_t) * lr_t;
