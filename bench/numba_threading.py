@@ -1,7 +1,8 @@
 """How should the Numba backend use the cores? End-to-end SimpleConvNet training steps, one subprocess
 per setup, so that each gets a fresh thread pool:
 
-    python bench/numba_threading.py            # serial, workqueue, omp, omp + OMP_WAIT_POLICY=PASSIVE
+    python bench/numba_threading.py   # serial, workqueue, omp, omp + OMP_WAIT_POLICY=PASSIVE, and
+                                      # serial, omp and workqueue with OpenBLAS held to 1 thread
 
 ``serial`` is the backend as shipped (serial kernels; the cores belong to BLAS). The other setups run
 the same kernels made parallel: this script rewrites ``kernels/numba_cpu.py``'s loops over images and

@@ -113,6 +113,19 @@ def test_maxpool2d_backward(benchmark, backend, case):
         case["act"].shape, k, k, (0, 0))
 
 
+def test_maxpool2d_relu(benchmark, backend, case):
+    """Pooling of a ReLU's output as training runs it (the pair folded: ReLU on the pooled values)."""
+    k = (case["pool"],) * 2
+    run(benchmark, backend, f"maxpool2d_relu {case['name']}", backend.maxpool2d_relu, case["act"], k, k, (0, 0))
+
+
+def test_maxpool2d_relu_backward(benchmark, backend, case):
+    k = (case["pool"],) * 2
+    out, argmax = backend.maxpool2d_relu(case["act"], k, k, (0, 0))
+    run(benchmark, backend, f"maxpool2d_relu_backward {case['name']}", backend.maxpool2d_relu_backward, out, out,
+        argmax, case["act"].shape, k, k, (0, 0))
+
+
 def test_softmax_cross_entropy(benchmark, backend, case):
     run(benchmark, backend, f"softmax_cross_entropy {case['name']}", backend.softmax_cross_entropy,
         case["logits"], case["labels"])

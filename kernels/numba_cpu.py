@@ -172,19 +172,13 @@ def maxpool2x2_backward(dout, argmax, dx, relu_out):  # pragma: no cover - compi
                 for a in range(2):
                     row = dx[ni, ci, 2 * oy + a]
                     left = 2 * a  # the window cell in this row's even column
-                    if relu_out is None:
-                        for ox in range(ow):
-                            k = winner[ox]
-                            g = grad[ox]
-                            row[2 * ox] = g if k == left else zero
-                            row[2 * ox + 1] = g if k == left + 1 else zero
-                    else:
-                        alive = relu_out[ni, ci, oy]
-                        for ox in range(ow):
-                            k = winner[ox]
-                            g = grad[ox] * (one if alive[ox] > 0 else zero)
-                            row[2 * ox] = g if k == left else zero
-                            row[2 * ox + 1] = g if k == left + 1 else zero
+                    for ox in range(ow):
+                        k = winner[ox]
+                        g = grad[ox]
+                        if relu_out is not None:  # resolved at compile time: None is its own type
+                            g = g * (one if relu_out[ni, ci, oy, ox] > 0 else zero)
+                        row[2 * ox] = g if k == left else zero
+                        row[2 * ox + 1] = g if k == left + 1 else zero
                     for x in range(2 * ow, w):
                         row[x] = zero
             for y in range(2 * oh, h):
