@@ -1,8 +1,10 @@
 """How should the Numba backend use the cores? End-to-end SimpleConvNet training steps, one subprocess
 per setup, so that each gets a fresh thread pool:
 
-    python bench/numba_threading.py   # serial, workqueue, omp, omp + OMP_WAIT_POLICY=PASSIVE, and
-                                      # serial, omp and workqueue with OpenBLAS held to 1 thread
+    python bench/numba_threading.py   # serial, workqueue, omp, omp + OMP_WAIT_POLICY=PASSIVE,
+                                      # serial, omp and workqueue with OpenBLAS held to 1 thread, and
+                                      # omp with BLAS on 1 thread during matrix products only
+                                      # (that one needs threadpoolctl)
 
 ``serial`` is the backend as shipped (serial kernels; the cores belong to BLAS). The other setups run
 the same kernels made parallel: this script rewrites ``kernels/numba_cpu.py``'s loops over images and
@@ -32,6 +34,7 @@ SETUPS = {
     "serial, BLAS 1 thread": ("serial", {"OPENBLAS_NUM_THREADS": "1"}),
     "prange, omp layer, BLAS 1 thread": ("omp", {"OPENBLAS_NUM_THREADS": "1"}),
     "prange, workqueue layer, BLAS 1 thread": ("workqueue", {"OPENBLAS_NUM_THREADS": "1"}),
+    "prange, omp layer, BLAS 1 thread during matmul only": ("omp+blas-aside", {}),
 }
 PARALLEL_LOOPS = ("for ni in range(n):", "for i in range(x.size):", "for i in range(dout.size):",
                   "for i in range(p.size):")
@@ -56,6 +59,25 @@ def parallel_kernels(layer: str):
     return module
 
 
+def blas_aside(backend) -> None:
+    """Make ``backend.matmul`` run BLAS on one thread and give the count back after each product
+    (threadpoolctl), so that BLAS and the parallel kernels never hold the cores at once."""
+    from threadpoolctl import ThreadpoolController
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    plain = backend.matmul
+
+    def matmul(*args, **kwargs):
+        before = [lib.num_threads for lib in libs]
+        for lib in libs:
+            lib.set_num_threads(1)
+        try:
+            return plain(*args, **kwargs)
+        finally:
+            for lib, count in zip(libs, before):
+                lib.set_num_threads(count)
+    backend.matmul = matmul
+
+
 def one(layer: str, steps: int, windows: int) -> float:
     import numpy as np
 
@@ -64,6 +86,9 @@ def one(layer: str, steps: int, windows: int) -> float:
     from backprop.zoo import simple_conv_net
 
     backend = get_backend("numba")
+    if layer.endswith("+blas-aside"):
+        layer = layer.split("+")[0]
+        blas_aside(backend)
     if layer != "serial":
         backend.k = parallel_kernels(layer)
     model = simple_conv_net(backend=backend)
