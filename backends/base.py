@@ -131,7 +131,10 @@ class Backend:
 
         ``y`` is the pooling's output. Only each window's winner gets a gradient, and the ReLU output
         there is the window's max, so the ReLU mask is just ``y > 0``, a pooled-size array. Masking
-        dout before routing it skips ReLU's full-size backward pass and gives the same values.
+        dout before routing it skips ReLU's full-size backward pass and gives the same values, with
+        one exception: a window whose max is NaN (its output is NaN) gets no gradient here, where
+        ReLU's backward after the pooling's would pass it to the winner among the values before the
+        NaN if that one is positive.
         """
         return self.maxpool2d_backward(dout * (y > 0), argmax, x_shape, kernel, stride, pad)
 

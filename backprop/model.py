@@ -62,8 +62,12 @@ class Sequential(Layer):
 
     def backward_params(self, dout: Any) -> None:
         """Backward for training: the first layer's input gradient is never needed, so it is skipped
-        (for a Conv2D first layer that saves a GEMM and a whole col2im per step)."""
-        self.layers[0].backward_params(_backward(self.layers[1:], dout))
+        (for a Conv2D first layer that saves a GEMM and a whole col2im per step). A ReLU and
+        max-pooling in front have no parameters: the pair is skipped whole (its forward was folded)."""
+        if _relu_then_pool(self.layers, 1):
+            _backward(self.layers[2:], dout)
+        else:
+            self.layers[0].backward_params(_backward(self.layers[1:], dout))
 
     def named_parameters(self) -> dict[str, Parameter]:
         return {f"{i}.{name}": p for i, layer in enumerate(self.layers)
@@ -163,7 +167,7 @@ class Sequential(Layer):
 
 def _relu_then_pool(layers: list[Layer], i: int) -> bool:
     """Whether layers[i] is a max-pooling fed by a ReLU, a pair that goes forward and back in one step."""
-    return 0 < i < len(layers) and isinstance(layers[i], MaxPool2D) and type(layers[i - 1]) is ReLU
+    return 0 < i < len(layers) and type(layers[i]) is MaxPool2D and type(layers[i - 1]) is ReLU
 
 
 def _forward(layers: list[Layer], x: Any) -> Any:

@@ -125,11 +125,20 @@ class Momentum(SGD):
         super().__init__(params, lr, momentum, nesterov, weight_decay, clip_norm)
 
 
+def _positive_eps(eps: float) -> float:
+    """eps keeps ``g / (sqrt(s) + eps)`` finite where a running square s is 0: a weight whose gradient
+    has been 0, or decaying state that fell below the smallest normal number and is stored as 0."""
+    eps = float(eps)
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be positive and finite, got {eps}")
+    return eps
+
+
 class AdaGrad(Optimizer):
     def __init__(self, params: Iterable[Parameter], lr: float = 0.01, eps: float = 1e-10,
                  weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
         super().__init__(params, lr, weight_decay, clip_norm)
-        self.eps = float(eps)
+        self.eps = _positive_eps(eps)
 
     def update(self, p: Parameter, grad: Any) -> None:
         p.backend.adagrad_update(p.data, grad, self.state(p, "sum_sq"), self.lr, self.eps)
@@ -139,8 +148,10 @@ class RMSProp(Optimizer):
     def __init__(self, params: Iterable[Parameter], lr: float = 0.01, rho: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
         super().__init__(params, lr, weight_decay, clip_norm)
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"rho must be in [0, 1), got {rho}")
         self.rho = float(rho)
-        self.eps = float(eps)
+        self.eps = _positive_eps(eps)
 
     def update(self, p: Parameter, grad: Any) -> None:
         p.backend.rmsprop_update(p.data, grad, self.state(p, "mean_sq"), self.lr, self.rho, self.eps)
@@ -153,7 +164,7 @@ class Adam(Optimizer):
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
         self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = float(eps)
+        self.eps = _positive_eps(eps)
 
     def update(self, p: Parameter, grad: Any) -> None:
         p.backend.adam_update(p.data, grad, self.state(p, "m"), self.state(p, "v"), self.lr,

@@ -265,11 +265,12 @@ def flush_subnormal(xp: Any, state: Any) -> None:
     its momentum decay geometrically, and it then spends ~150 steps as a subnormal number before it
     underflows to zero. x86 CPUs compute with subnormals 10-100x slower: after 5 epochs of MNIST a
     quarter of SimpleConvNet's 4320x100 Adam momentum was subnormal, and the Adam step on that weight
-    took 8x longer (bench/results/). Values below 1.2e-38 (float32) cannot move a weight, so
-    training is unchanged; TensorFlow flushes subnormals on the CPU for the same reason. AdaGrad's
-    sum of squares never decays and needs no flush.
+    took 8x longer (bench/results/). Values below 1.2e-38 (float32) cannot move a weight while eps
+    is positive (the optimizers require it), so training is unchanged; TensorFlow flushes
+    subnormals on the CPU for the same reason. AdaGrad's sum of squares never decays and needs no
+    flush.
     """
-    xp.copyto(state, 0, where=xp.abs(state) < xp.finfo(state.dtype).tiny)
+    xp.copyto(state, state.dtype.type(0), where=xp.abs(state) < xp.finfo(state.dtype).tiny)
 
 
 def sgd_update(xp: Any, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,

@@ -487,7 +487,9 @@ def test_numba_elementwise_gradients_and_adam_are_bit_exact_in_float32(accel_bac
                                                ((2, 3), (1, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))])
 def test_pooling_through_relu_is_the_two_steps_in_turn(backend64, rng, kernel, stride, pad):
     """maxpool2d_relu(x) == maxpool2d(relu(x)), and its gradient with maxpool2d_relu_backward ==
-    relu_backward(maxpool2d_backward(...)): overlapping windows, padding, ties, zeros, NaN and -inf."""
+    relu_backward(maxpool2d_backward(...)): overlapping windows, padding, ties, zeros, -inf, and a NaN
+    first in its windows (a NaN after a positive value is the one case where the fold differs: see
+    Backend.maxpool2d_relu_backward)."""
     b = backend64
     host_x = rng.integers(-2, 3, (2, 3, 7, 8)).astype(np.float64)
     host_x[0, 0, 0, 0], host_x[1, 2, 3, 3], host_x[1, 1] = np.nan, -np.inf, -1.0  # a plane with no positive

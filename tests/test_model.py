@@ -322,3 +322,20 @@ def test_relu_then_pooling_goes_back_in_one_step_with_the_same_gradients(backend
     np.testing.assert_array_equal(b.to_numpy(dx), b.to_numpy(chain))
     for k, p in model.named_parameters().items():
         np.testing.assert_array_equal(b.to_numpy(p.grad), grads[k], err_msg=k)
+
+
+def test_training_a_model_that_starts_with_relu_then_pooling(backend64, rng):
+    """The folded pair first: its forward kept no ReLU state, and backward_params must not ask for it;
+    the parameter gradients are those of the full backward."""
+    from backprop.layers import Flatten, Linear, MaxPool2D, ReLU
+    b = backend64
+    model = bp.Sequential(ReLU(backend=b), MaxPool2D(2, backend=b), Flatten(backend=b), Linear(2 * 2 * 2, 3, backend=b))
+    x = b.asarray(rng.standard_normal((2, 2, 4, 4)))
+    d = b.asarray(rng.standard_normal((2, 3)))
+    model.forward(x)
+    model.backward(d)
+    full = {k: b.to_numpy(p.grad).copy() for k, p in model.named_parameters().items()}
+    model.forward(x)
+    model.backward_params(d)
+    for k, p in model.named_parameters().items():
+        np.testing.assert_array_equal(b.to_numpy(p.grad), full[k], err_msg=k)

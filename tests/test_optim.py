@@ -105,6 +105,17 @@ def test_bad_optimizer_arguments(backend, kwargs, expected):
         bp.SGD([bp.Parameter(backend.zeros((1,)), backend)], **kwargs)
 
 
+@pytest.mark.parametrize("make,expected", [
+    (lambda p: bp.Adam(p, eps=0.0), "eps"), (lambda p: bp.AdamW(p, eps=-1e-8), "eps"),
+    (lambda p: bp.RMSProp(p, eps=float("nan")), "eps"), (lambda p: bp.AdaGrad(p, eps=0), "eps"),
+    (lambda p: bp.RMSProp(p, rho=1.0), "rho"),
+])
+def test_bad_adaptive_optimizer_arguments(backend, make, expected):
+    """eps = 0 would divide by zero wherever a running square is 0 (a weight whose gradient has been 0)."""
+    with pytest.raises(ValueError, match=expected):
+        make([bp.Parameter(backend.zeros((1,)), backend)])
+
+
 def test_optimizer_needs_parameters():
     with pytest.raises(ValueError, match="no parameters"):
         bp.Adam([])
