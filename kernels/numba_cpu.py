@@ -330,14 +330,18 @@ def sgd(p, g, lr):  # pragma: no cover - compiled
         p[i] -= lr * g[i]
 
 
+@njit(inline="always", **_JIT)
+def _flush_subnormal(x, tiny):
+    """x, or zero where |x| < tiny (the dtype's smallest normal number, passed by the backend in
+    that dtype); NaN stays NaN. Decaying optimizer state goes through it, as
+    ``reference.flush_subnormal`` explains."""
+    return tiny - tiny if abs(x) < tiny else x  # a zero of tiny's type, with no subnormal arithmetic
+
+
 @_kernel()
 def sgd_momentum(p, g, v, lr, momentum, nesterov, tiny):  # pragma: no cover - compiled
-    """``tiny``, here and below: the dtype's smallest normal number; decaying state below it is
-    stored as zero, as ``reference.flush_subnormal`` explains."""
-    zero = p.dtype.type(0)
     for i in range(p.size):
-        vi = momentum * v[i] + g[i]
-        v[i] = zero if abs(vi) < tiny else vi
+        v[i] = _flush_subnormal(momentum * v[i] + g[i], tiny)
         p[i] -= lr * (g[i] + momentum * v[i]) if nesterov else lr * v[i]
 
 
@@ -350,20 +354,15 @@ def adagrad(p, g, s, lr, eps):  # pragma: no cover - compiled
 
 @_kernel()
 def rmsprop(p, g, s, lr, rho, one_minus_rho, eps, tiny):  # pragma: no cover - compiled
-    zero = p.dtype.type(0)
     for i in range(p.size):
-        si = rho * s[i] + one_minus_rho * g[i] * g[i]
-        s[i] = zero if abs(si) < tiny else si
+        s[i] = _flush_subnormal(rho * s[i] + one_minus_rho * g[i] * g[i], tiny)
         p[i] -= lr * g[i] / (np.sqrt(s[i]) + eps)
 
 
 @_kernel()
 def adam(p, g, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_t, tiny):  # pragma: no cover
     """One Adam step with the bias corrections folded into ``lr_t`` and ``eps_t`` by the caller."""
-    zero = p.dtype.type(0)
     for i in range(p.size):
-        mi = beta1 * m[i] + one_minus_beta1 * g[i]
-        vi = beta2 * v[i] + one_minus_beta2 * g[i] * g[i]
-        m[i] = zero if abs(mi) < tiny else mi
-        v[i] = zero if abs(vi) < tiny else vi
+        m[i] = _flush_subnormal(beta1 * m[i] + one_minus_beta1 * g[i], tiny)
+        v[i] = _flush_subnormal(beta2 * v[i] + one_minus_beta2 * g[i] * g[i], tiny)
         p[i] -= m[i] / (np.sqrt(v[i]) + eps_t) * lr_t  # the reference's order of operations
