@@ -1,149 +1,120 @@
-"""How should the Numba backend use the cores? End-to-end SimpleConvNet training steps, one subprocess
-per setup, so that each gets a fresh thread pool:
+"""How should the Numba backend use the cores? End-to-end SimpleConvNet training steps with the
+shipped serial kernels and with the same kernels as ``prange`` loops, side by side in one process:
 
-    python bench/numba_threading.py   # serial, workqueue, omp, omp + OMP_WAIT_POLICY=PASSIVE,
-                                      # serial, omp and workqueue with OpenBLAS held to 1 thread, and
-                                      # omp with BLAS on 1 thread during matrix products only
-                                      # (that one needs threadpoolctl)
+    python bench/numba_threading.py            # every environment below, 20 rounds each
 
-``serial`` is the backend as shipped (serial kernels; the cores belong to BLAS). The other setups run
-the same kernels made parallel: this script rewrites ``kernels/numba_cpu.py``'s loops over images and
-elements into ``prange`` loops, compiles them with ``parallel=True`` under the named threading layer,
-and swaps them into the backend. Batch 100, float32, Adam, random data. The setups take turns over
---rounds rounds (this machine's speed drifts over minutes); images/s is the median over the rounds of
-each round's median of --windows windows of --steps steps, after 5 warm-up steps.
+One subprocess per environment (a thread pool's settings are fixed when it starts): Numba's default
+threading layer as it comes (OpenMP threads spin for a while after each kernel), OpenMP told to sleep
+at once (OMP_WAIT_POLICY=PASSIVE), Numba's workqueue layer, and OpenBLAS held to one thread. Inside
+each, the kernel variants take turns block by block, so that this machine's drift (up to 2x over
+minutes) hits them alike, and each round's ratio to the serial block of the same round is reported:
+
+- ``serial``: the backend as shipped; the cores belong to BLAS between kernels;
+- ``prange``: ``kernels/numba_cpu.py`` with its loops over images and elements rewritten as
+  ``prange`` and compiled with ``parallel=True``;
+- ``prange, BLAS 1 thread in matmul``: the same, with BLAS held to one thread during the backend's
+  matrix products only (threadpoolctl), so that the two pools never hold the cores at once.
+
+Batch 100, float32, Adam, random data; --steps steps a block after warm-up steps that compile.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-SETUPS = {
-    "serial (as shipped)": ("serial", {}),
-    "prange, workqueue layer": ("workqueue", {}),
-    "prange, omp layer": ("omp", {}),
-    "prange, omp layer, OMP_WAIT_POLICY=PASSIVE": ("omp", {"OMP_WAIT_POLICY": "PASSIVE"}),
-    "serial, BLAS 1 thread": ("serial", {"OPENBLAS_NUM_THREADS": "1"}),
-    "prange, omp layer, BLAS 1 thread": ("omp", {"OPENBLAS_NUM_THREADS": "1"}),
-    "prange, workqueue layer, BLAS 1 thread": ("workqueue", {"OPENBLAS_NUM_THREADS": "1"}),
-    "prange, omp layer, BLAS 1 thread during matmul only": ("omp+blas-aside", {}),
+from ab_kernels import interleave, load_module, ratio_summary
+
+ENVIRONMENTS = {
+    "as it comes": {},
+    "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "NUMBA_THREADING_LAYER=workqueue": {"NUMBA_THREADING_LAYER": "workqueue"},
+    "OPENBLAS_NUM_THREADS=1": {"OPENBLAS_NUM_THREADS": "1"},
 }
 PARALLEL_LOOPS = ("for ni in range(n):", "for i in range(x.size):", "for i in range(dout.size):",
                   "for i in range(p.size):")
 
 
-def parallel_kernels(layer: str):
-    """``kernels/numba_cpu.py`` with its image and element loops as ``prange``, compiled in parallel."""
-    import numba
-    numba.config.THREADING_LAYER = layer
+def parallel_kernels(folder: Path):
+    """``kernels/numba_cpu.py`` with its image and element loops as ``prange``, compiled in parallel
+    (under the threading layer NUMBA_THREADING_LAYER names, or Numba's default)."""
     from backprop.kernels import numba_cpu
     src = Path(numba_cpu.__file__).read_text()
     for loop in PARALLEL_LOOPS:
         src = src.replace(loop, loop.replace("range(", "prange("))
     src = src.replace("from numba import njit", "from numba import njit, prange")
-    src = src.replace('_JIT = {"cache": True,', '_JIT = {"cache": False,')
     src = src.replace("return njit(**_JIT, **options)", "return njit(parallel=True, **_JIT, **options)")
-    path = Path(tempfile.mkdtemp()) / "numba_cpu_parallel.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("numba_cpu_parallel", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(src, folder, "numba_cpu_parallel")
 
 
-def blas_aside(backend) -> None:
-    """Make ``backend.matmul`` run BLAS on one thread and give the count back after each product
-    (threadpoolctl), so that BLAS and the parallel kernels never hold the cores at once."""
+def one_blas_thread(matmul):
+    """``matmul`` running BLAS on one thread, giving the count back after each product (threadpoolctl)."""
     from threadpoolctl import ThreadpoolController
     libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    plain = backend.matmul
 
-    def matmul(*args, **kwargs):
+    def aside(*args, **kwargs):
         before = [lib.num_threads for lib in libs]
         for lib in libs:
             lib.set_num_threads(1)
         try:
-            return plain(*args, **kwargs)
+            return matmul(*args, **kwargs)
         finally:
             for lib, count in zip(libs, before):
                 lib.set_num_threads(count)
-    backend.matmul = matmul
+    return aside
 
 
-def one(layer: str, steps: int, windows: int) -> float:
-    import numpy as np
+def one(steps: int, rounds: int) -> dict:
+    """This process's environment: images/s of every variant, round by round, and the layer used."""
+    import numba
 
-    from backprop import SoftmaxCrossEntropy, get_backend
-    from backprop.optim import Adam
-    from backprop.zoo import simple_conv_net
+    from backprop import get_backend
 
     backend = get_backend("numba")
-    if layer.endswith("+blas-aside"):
-        layer = layer.split("+")[0]
-        blas_aside(backend)
-    if layer != "serial":
-        backend.k = parallel_kernels(layer)
-    model = simple_conv_net(backend=backend)
-    opt = Adam(model.parameters(), lr=1e-3)
-    loss = SoftmaxCrossEntropy(backend)
-    rng = np.random.default_rng(0)
-    batches = [(rng.random((100, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 100)) for _ in range(10)]
-
-    def step(i: int) -> None:
-        x, y = batches[i % len(batches)]
-        loss.forward(model.forward(x), y)
-        model.backward_params(loss.backward())
-        opt.step()
-
-    for i in range(5):
-        step(i)
-    rates = []
-    for _ in range(windows):
-        t = time.perf_counter()
-        for i in range(steps):
-            step(i)
-        rates.append(steps * 100 / (time.perf_counter() - t))
-    return statistics.median(rates)
+    with tempfile.TemporaryDirectory() as folder:
+        serial, parallel, matmul = backend.k, parallel_kernels(Path(folder)), backend.matmul
+        variants = {"serial": (serial, matmul), "prange": (parallel, matmul)}
+        if importlib.util.find_spec("threadpoolctl") is not None:
+            variants["prange, BLAS 1 thread in matmul"] = (parallel, one_blas_thread(matmul))
+        rates = interleave(backend, variants, "simpleconvnet", steps, rounds)
+    return {"rates": rates, "layer": numba.threading_layer()}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--windows", type=int, default=7)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=10, help="training steps per block (default 10)")
+    p.add_argument("--rounds", type=int, default=20, help="blocks per variant (default 20)")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.steps < 1 or args.rounds < 1:
+        p.error("--steps and --rounds must be at least 1")
     if args.one:
-        print(f"{one(args.one, args.steps, args.windows):.1f}")
+        print(json.dumps(one(args.steps, args.rounds)))
         return 0
     print(f"SimpleConvNet training, batch 100, float32, Adam; {os.cpu_count()} CPUs; "
-          f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}, "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}\n")
-    rates: dict[str, list[float]] = {name: [] for name in SETUPS}
-    failures: dict[str, str] = {}
-    for _ in range(args.rounds):
-        for name, (layer, env) in SETUPS.items():
-            r = subprocess.run([sys.executable, __file__, "--one", layer, "--steps", str(args.steps),
-                                "--windows", str(args.windows)], env={**os.environ, **env},
-                               capture_output=True, text=True)
-            if r.returncode == 0:
-                rates[name].append(float(r.stdout.split()[-1]))
-            else:
-                failures[name] = r.stderr.strip()[-200:]
-    print("| Numba setup | images/s (median of rounds) | each round |\n|---|---:|---|")
-    for name, got in rates.items():
-        if name in failures:
-            print(f"| {name} | failed: {failures[name]} | |")
-        else:
-            print(f"| {name} | {statistics.median(got):,.0f} | {', '.join(f'{g:,.0f}' for g in got)} |")
+          f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}; "
+          f"{args.rounds} rounds of {args.steps} steps a variant\n")
+    print("| environment | Numba layer | kernels | median images/s | ratio to serial (median, quartiles) |\n"
+          "|---|---|---|---:|---|")
+    for name, env in ENVIRONMENTS.items():
+        r = subprocess.run([sys.executable, __file__, "--one", "--steps", str(args.steps), "--rounds",
+                            str(args.rounds)], env={**os.environ, **env}, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"| {name} | failed: {r.stderr.strip()[-200:]} | | | |")
+            continue
+        result = json.loads(r.stdout.splitlines()[-1])
+        serial = result["rates"]["serial"]
+        for variant, got in result["rates"].items():
+            ratios = [a / b for a, b in zip(got, serial)]
+            print(f"| {name} | {result['layer']} | {variant} | {statistics.median(got):,.0f} | "
+                  f"{ratio_summary(ratios)} |")
     return 0
 
 
