@@ -13,7 +13,6 @@ import importlib.util
 import os
 import platform
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,28 +39,38 @@ def _say(line: str) -> None:
     tqdm.write(line)  # keeps a running progress bar intact
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_from(low: int, words: str) -> Any:
+    """An argparse type: an integer >= ``low``, or an error saying ``words``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {value}")
+        return value
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+_positive_int = _int_from(1, "a positive integer")
+_nonneg_int = _int_from(0, "a non-negative integer")
 
 
-def _nonneg_float(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else _positive_float(text)
+def _float_from(zero_ok: bool, words: str) -> Any:
+    """An argparse type: a finite number > 0 (or >= 0 with ``zero_ok``), or an error saying ``words``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if not (value >= 0 if zero_ok else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text}")
+        return value
+    return parse
+
+
+_positive_float = _float_from(False, "a positive number")
+_nonneg_float = _float_from(True, "a number >= 0")
 
 
 # -- train ------------------------------------------------------------------------------------------
@@ -91,7 +100,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {d.optimizer}")
     p.add_argument("--lr", type=_positive_float, help=f"learning rate (default {d.lr:g})")
     p.add_argument("--weight-decay", type=_nonneg_float, help=f"default {d.weight_decay:g}")
-    p.add_argument("--seed", type=int, help=f"seeds weights, shuffling and dropout (default {d.seed})")
+    p.add_argument("--seed", type=_nonneg_int, help=f"seeds weights, shuffling and dropout (default {d.seed})")
     p.add_argument("--train-limit", type=_positive_int, metavar="N", help="train on the first N images only")
     p.add_argument("--test-limit", type=_positive_int, metavar="N", help="test on the first N images only")
     where = p.add_mutually_exclusive_group()
@@ -104,7 +113,7 @@ def _add_train(sub: Any) -> None:
 
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from backprop.runs import EMBEDDED, PLOT, Interrupted, RunConfig, plot_metrics, read_config, train
+    from backprop.runs import EMBEDDED, PLOT, Interrupted, RunConfig, new_run_dir, plot_metrics, read_config, train
 
     if args.resume:
         given = [f"--{o.replace('_', '-')}" for o in RUN_OPTIONS if getattr(args, o) is not None]
@@ -125,7 +134,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 raise FileExistsError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
                                       "or choose another --run-dir")
         else:
-            run_dir = Path("runs") / f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+            run_dir = new_run_dir(config)
     if args.epochs is not None:
         config.epochs = args.epochs
     if args.backend is not None:
@@ -139,6 +148,10 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from backprop.runs import read_checkpoint
         history = read_checkpoint(run_dir)[1]["history"]
         status = 130
+    except BaseException:
+        if not args.resume and not args.run_dir and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # the folder new_run_dir made is still empty: leave nothing behind
+        raise
     if args.plot and history:
         try:
             _say(f"curves: {plot_metrics(history, run_dir / PLOT, f'{config.model} on {config.dataset}')}")

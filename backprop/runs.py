@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import signal
@@ -196,6 +197,22 @@ def load_weights(model: Sequential, arrays: dict[str, np.ndarray], meta: dict[st
 
 
 # -- the run folder ---------------------------------------------------------------------------------
+def new_run_dir(config: RunConfig, parent: str | Path = "runs") -> Path:
+    """Create and return a fresh folder ``parent/MODEL-DATASET-TIME``; a run started in the same second
+    as another gets ``-2`` (``-3``, ...) appended instead of sharing its folder."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    stem = f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in itertools.count(1):
+        path = parent / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
+
+
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")

@@ -134,6 +134,9 @@ def test_plot(tmp_path, capsys, monkeypatch):
     (["train", "--epochs", "0"], "expected a positive integer"),
     (["train", "--lr", "fast"], "expected a positive number"),
     (["train", "--lr", "-1"], "expected a positive number"),
+    (["train", "--lr", "nan"], "expected a positive number"),
+    (["train", "--weight-decay", "-0.1"], "expected a number >= 0"),
+    (["train", "--seed", "-1"], "argument --seed: expected a non-negative integer"),
     (["train", "--model", "resnet"], "invalid choice"),
     (["train", "--backend", "tpu"], "invalid choice"),
     (["train", "--dataset", "cifar"], "invalid choice"),
@@ -164,6 +167,29 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_zero_weight_decay_is_accepted_however_written():
+    from backprop.cli import build_parser
+    for text in ("0", "0.00", "0e0"):
+        assert build_parser().parse_args(["train", "--weight-decay", text]).weight_decay == 0
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    from backprop import runs
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20260101-000000")
+    config = runs.RunConfig(model="mlp", dataset="mnist-subset")
+    made = [runs.new_run_dir(config, tmp_path / "runs") for _ in range(3)]
+    assert [p.name for p in made] == ["mlp-mnist-subset-20260101-000000", "mlp-mnist-subset-20260101-000000-2",
+                                      "mlp-mnist-subset-20260101-000000-3"]
+    assert all(p.is_dir() for p in made)
+
+
+def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data-dir", "empty", *SMALL]) == 1
+    assert "MNIST files not found" in capsys.readouterr().err
+    assert not any((tmp_path / "runs").iterdir())
 
 
 def test_an_existing_run_is_not_overwritten(capsys):
