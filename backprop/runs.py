@@ -10,6 +10,7 @@ that never stopped.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -64,6 +65,7 @@ class RunConfig:
     train_limit: int | None = None  # use only the first N training images
     test_limit: int | None = None
     data_source: str | None = None  # filled in when the data are found: a folder, or EMBEDDED
+    data_sha256: str | None = None  # of the training images and labels used; a resumed run checks it
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
@@ -93,7 +95,7 @@ def load_data(config: RunConfig, data_dir: str | None = None, *, download: bool 
     else:
         files = find_files(name, data_dir)
         if files is not None:
-            data = read_files(files, spec(name), str(files["train_images"].parent))
+            data = read_files(files, spec(name))
         elif spec(name).name == "mnist":
             data = load_mnist_subset()
             say(f"using the embedded MNIST subset ({len(data.x_train):,} training / {len(data.x_test):,} test "
@@ -102,6 +104,15 @@ def load_data(config: RunConfig, data_dir: str | None = None, *, download: bool 
             data = load_dataset(name, download=False)  # raises, saying where to put the files
     config.data_source = data.source
     return data
+
+
+def training_data_sha256(data: Dataset, config: RunConfig) -> str:
+    """SHA-256 of the training images and labels the run uses (its ``train_limit`` applied)."""
+    n = config.train_limit or len(data.x_train)
+    digest = hashlib.sha256()
+    for a in (data.x_train[:n], data.y_train[:n]):
+        digest.update(np.ascontiguousarray(a).data)
+    return digest.hexdigest()
 
 
 def loaders(data: Dataset, config: RunConfig, backend: Backend) -> tuple[DataLoader, DataLoader]:
@@ -300,6 +311,12 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
     if resume:
         arrays, meta = read_checkpoint(run_dir)
     data = load_data(config, data_dir, download=download, progress=progress, say=say)
+    sha256 = training_data_sha256(data, config)
+    if resume and config.data_sha256 not in (None, sha256):
+        raise ValueError(f"the training data in {data.source} are not the ones {run_dir} trained on (SHA-256 "
+                         f"{sha256[:12]}..., the run's {config.data_sha256[:12]}...): resume with --data-dir "
+                         "pointing at the run's files")
+    config.data_sha256 = sha256
     classes = len(data.spec.classes)
     train_loader, test_loader = loaders(data, config, backend)
     model, optimizer = build(config, backend, classes)

@@ -192,6 +192,24 @@ def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path, capsys):
     assert not any((tmp_path / "runs").iterdir())
 
 
+def test_resume_reads_the_run_s_data_from_anywhere_and_refuses_other_data(tmp_path, monkeypatch, capsys):
+    from test_mnist import write_fake
+    write_fake(tmp_path / "data" / "a", n_train=120, n_test=40, seed=1)
+    write_fake(tmp_path / "elsewhere" / "data" / "a", n_train=120, n_test=40, seed=2)  # same names, other pixels
+    args = ["--model", "mlp", "--backend", "numpy", "--batch-size", "50", "--no-progress"]
+    assert main(["train", "--epochs", "1", "--data-dir", "data/a", "--run-dir", "run", *args[:-1],
+                 "--no-progress"]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data_source"] == str((tmp_path / "data" / "a").resolve())
+    assert len(config["data_sha256"]) == 64
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a relative data/a here would be other files
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--data-dir", "data/a",
+                 "--no-progress"]) == 1
+    assert "are not the ones" in capsys.readouterr().err
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())) == 2  # nothing trained on them
+
+
 def test_an_existing_run_is_not_overwritten(capsys):
     assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
     assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 1

@@ -163,8 +163,12 @@ def _check_not_another_dataset(files: dict[str, Path], ds: DatasetSpec) -> None:
                            f"their own folder (or a {ds.name}/ subfolder of {ENV_VAR}) and point there")
 
 
-def read_files(files: dict[str, Path], ds: DatasetSpec, source: str) -> Dataset:
-    """Read and check the four IDX files: 28x28 uint8 images, uint8 labels in range, matching counts."""
+def read_files(files: dict[str, Path], ds: DatasetSpec, source: str | None = None) -> Dataset:
+    """Read and check the four IDX files: 28x28 uint8 images, uint8 labels in range, matching counts.
+
+    ``source`` (default: the absolute path of their folder) is recorded as where they came from."""
+    if source is None:
+        source = str(files["train_images"].parent.resolve())
     _check_not_another_dataset(files, ds)
     arrays = {part: read_idx(path) for part, path in files.items()}
     for split in ("train", "test"):
@@ -211,7 +215,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
         except DownloadError as exc:
             raise DatasetNotFoundError(f"{ds.title} not found and the download failed ({exc}).\n"
                                        "Offline? " + _where_to_put(ds)) from None
-    return read_files(files, ds, str(files["train_images"].parent))
+    return read_files(files, ds)
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, *, download: bool = True,
