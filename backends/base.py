@@ -72,9 +72,10 @@ class Backend:
             raise TypeError(f"{what} is a {kind}, but this runs on the {self.name!r} backend: move it "
                             f"with backend.asarray(x) (or move the model with model.to(...))")
         if dtype is not None and a.dtype != dtype:
+            convert = (f" or convert the model with model.to(dtype={a.dtype.name!r})"
+                       if a.dtype in (np.float32, np.float64) else "")
             raise TypeError(f"{what} has dtype {a.dtype}, but the parameters are {np.dtype(dtype)}: cast "
-                            f"it with x.astype({np.dtype(dtype).name!r}) or convert the model with "
-                            f"model.to(dtype={a.dtype.name!r})")
+                            f"it with x.astype({np.dtype(dtype).name!r}){convert}")
 
     def zeros(self, shape: Any, dtype: DTypeLike | None = None) -> Any:
         return self.xp.zeros(shape, dtype=self.dtype if dtype is None else dtype)

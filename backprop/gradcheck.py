@@ -28,7 +28,8 @@ class GradcheckResult:
 
     @property
     def max_rel_error(self) -> float:
-        return max(self.errors.values(), default=0.0)
+        """The worst error; NaN if any is NaN (Python's max would skip it), so a check against it fails."""
+        return float(np.max(list(self.errors.values()))) if self.errors else 0.0
 
     def __str__(self) -> str:
         parts = ", ".join(f"{k}: {v:.2e}" for k, v in self.errors.items())

@@ -1,7 +1,9 @@
 """Losses: ``forward(pred, target)`` returns the mean loss as a 0-d array, ``backward()`` returns dpred.
 
 Targets are checked before anything is computed: shapes, dtypes, label ranges and probability ranges
-give a ValueError or TypeError that says what was expected.
+give a ValueError or TypeError that says what was expected. Integer or boolean targets of a loss on
+values (MSE, the binary cross-entropies) are cast to the prediction's dtype first, so that a float32
+model never computes its loss, or its whole backward pass, in float64.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from backprop.module import Module
 
 
 class Loss(Module):
+    takes_labels = False  # integer targets are class labels (kept) rather than values (cast to floats)
+
     def forward(self, pred: Any, target: Any) -> Any:
         raise NotImplementedError
 
@@ -29,19 +33,24 @@ class Loss(Module):
             raise ValueError(f"{type(self).__name__}: target shape {tuple(target.shape)} does not match "
                              f"prediction shape {tuple(pred_shape)}")
 
-    def _check(self, pred: Any, target: Any) -> None:
+    def _check(self, pred: Any, target: Any) -> Any:
+        """Check both arrays; returns the target, cast to the prediction's dtype where it holds
+        integer or boolean values and this loss does not take labels."""
         name = type(self).__name__
         self.backend.check_array(pred, f"{name} prediction")
         if pred.dtype.kind != "f":
             raise TypeError(f"{name}: predictions must be floating point, got {pred.dtype}")
-        self.backend.check_array(target, f"{name} target",
-                                 pred.dtype if np.dtype(target.dtype).kind == "f" else None)
+        kind = np.dtype(target.dtype).kind
+        self.backend.check_array(target, f"{name} target", pred.dtype if kind == "f" else None)
+        if kind in "biu" and not self.takes_labels:
+            target = target.astype(pred.dtype)
         self.check_target(pred.shape, target)
+        return target
 
 
 def _check_probabilities(loss: Loss, target: Any) -> None:
-    if target.size and (float(target.min()) < 0 or float(target.max()) > 1):
-        raise ValueError(f"{type(loss).__name__}: targets must lie in [0, 1]")
+    if target.size and not (float(target.min()) >= 0 and float(target.max()) <= 1):  # NaN fails too
+        raise ValueError(f"{type(loss).__name__}: targets must lie in [0, 1] (and not be NaN)")
 
 
 class _BinaryLoss(Loss):
@@ -56,7 +65,7 @@ class MSE(Loss):
     """Mean squared error over all elements."""
 
     def forward(self, pred: Any, target: Any) -> Any:
-        self._check(pred, target)
+        target = self._check(pred, target)
         self.diff = pred - target
         return (self.diff * self.diff).mean()
 
@@ -72,7 +81,7 @@ class BinaryCrossEntropy(_BinaryLoss):
     """
 
     def forward(self, pred: Any, target: Any) -> Any:
-        self._check(pred, target)
+        target = self._check(pred, target)
         xp = self.backend.xp
         eps = 1e-7 if pred.dtype == np.float32 else 1e-12
         self.p = xp.clip(pred, eps, 1 - eps)
@@ -87,7 +96,7 @@ class BCEWithLogits(_BinaryLoss):
     """Sigmoid and binary cross-entropy in one, on logits: stable for any logit size."""
 
     def forward(self, pred: Any, target: Any) -> Any:
-        self._check(pred, target)
+        target = self._check(pred, target)
         xp = self.backend.xp
         self.pred, self.target = pred, target
         return (xp.maximum(pred, 0) - pred * target + xp.log1p(xp.exp(-xp.abs(pred)))).mean()
@@ -102,6 +111,8 @@ class SoftmaxCrossEntropy(Loss):
     Predictions are logits of shape (N, K); targets are integer labels (N,) in [0, K) or
     probabilities (N, K) such as one-hot rows.
     """
+
+    takes_labels = True
 
     def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
         name = type(self).__name__
@@ -118,14 +129,14 @@ class SoftmaxCrossEntropy(Loss):
         elif kind == "f":
             super().check_target(pred_shape, target)
             _check_probabilities(self, target)
-            if target.size and float(abs(target.sum(axis=1) - 1).max()) > 1e-3:
+            if target.size and not float(abs(target.sum(axis=1) - 1).max()) <= 1e-3:
                 raise ValueError(f"{name}: each row of probability targets must sum to 1")
         else:
             raise TypeError(f"{name}: targets must be integer labels or float probabilities, "
                             f"got {target.dtype}")
 
     def forward(self, pred: Any, target: Any) -> Any:
-        self._check(pred, target)
+        target = self._check(pred, target)
         loss, self.grad = self.backend.softmax_cross_entropy(pred, target)
         return loss
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from backprop.checks import check_fraction, check_number
 from backprop.parameter import Parameter
 
 
@@ -28,6 +29,8 @@ def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> float:
 
 
 class Optimizer:
+    state_names: tuple[str, ...] = ()  # the arrays :meth:`update` keeps per parameter
+
     def __init__(self, params: Iterable[Parameter], lr: float, weight_decay: float = 0.0,
                  clip_norm: float | None = None) -> None:
         self.params = list(params)
@@ -35,15 +38,11 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__} got no parameters to optimize")
         if not all(isinstance(p, Parameter) for p in self.params):
             raise TypeError("optimizers take Parameters: pass model.parameters()")
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        if clip_norm is not None and clip_norm <= 0:
-            raise ValueError(f"clip_norm must be positive, got {clip_norm}")
-        self.lr = float(lr)  # Python floats, so NumPy scalars never upcast float32 updates
-        self.weight_decay = float(weight_decay)
-        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        # Python floats, so NumPy scalars never upcast float32 updates
+        self.lr = check_number(lr, "learning rate", lambda v: v > 0, "positive and finite")
+        self.weight_decay = check_number(weight_decay, "weight_decay", lambda v: v >= 0, "finite and >= 0")
+        self.clip_norm = None if clip_norm is None else check_number(clip_norm, "clip_norm", lambda v: v > 0,
+                                                                      "positive and finite")
         self.steps = 0
 
     def step(self) -> None:
@@ -72,22 +71,37 @@ class Optimizer:
         return {"type": type(self).__name__, "lr": self.lr, "steps": self.steps, "state": arrays}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output; everything is checked before anything changes."""
+        """Restore :meth:`state_dict`'s output; everything is checked before anything changes: after
+        any step, every parameter needs each of :attr:`state_names`, finite, of its shape and dtype."""
         if state.get("type") != type(self).__name__:
             raise ValueError(f"optimizer state is for {state.get('type')}, not {type(self).__name__}")
+        lr = check_number(state.get("lr"), "the saved learning rate", lambda v: v >= 0, "finite and >= 0")
+        steps = state.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"the saved step count must be an int >= 0, got {steps!r}")
         staged: dict[int, dict[str, Any]] = {}
         for key, a in state["state"].items():
             index, _, name = key.partition(".")
-            if not index.isdigit() or int(index) >= len(self.params) or not name:
-                raise ValueError(f"optimizer state {key!r} names no parameter of this optimizer")
+            if not index.isdigit() or int(index) >= len(self.params) or name not in self.state_names:
+                raise ValueError(f"optimizer state {key!r} is not one of {type(self).__name__}'s "
+                                 f"({', '.join(self.state_names) or 'it keeps none'}) for {len(self.params)} "
+                                 "parameters")
             p = self.params[int(index)]
-            if tuple(a.shape) != p.shape:
-                raise ValueError(f"optimizer state {key!r} has shape {tuple(a.shape)}, the parameter {p.shape}")
-            staged.setdefault(int(index), {})[name] = p.backend.asarray(a, dtype=p.dtype)
+            if tuple(a.shape) != p.shape or a.dtype != p.dtype:
+                raise ValueError(f"optimizer state {key!r} is {a.dtype} {tuple(a.shape)}, its parameter "
+                                 f"{p.dtype} {p.shape}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"optimizer state {key!r} holds NaN or inf")
+            staged.setdefault(int(index), {})[name] = a
+        wanted = set(self.state_names) if steps else set()
+        for i in range(len(self.params)):
+            if set(staged.get(i, {})) != wanted:
+                raise ValueError(f"optimizer state of parameter {i} holds {sorted(staged.get(i, {}))}; after "
+                                 f"{steps} steps {type(self).__name__} keeps {sorted(wanted)}")
         for i, p in enumerate(self.params):
-            p.state = staged.get(i, {})
-        self.lr = float(state["lr"])
-        self.steps = int(state["steps"])
+            p.state = {name: p.backend.asarray(a, dtype=p.dtype) for name, a in staged.get(i, {}).items()}
+        self.lr = lr
+        self.steps = steps
 
     @staticmethod
     def state(p: Parameter, name: str) -> Any:
@@ -104,12 +118,14 @@ class SGD(Optimizer):
                  nesterov: bool = False, weight_decay: float = 0.0,
                  clip_norm: float | None = None) -> None:
         super().__init__(params, lr, weight_decay, clip_norm)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if nesterov and momentum == 0.0:
+        self.momentum = check_fraction(momentum, "momentum")
+        if nesterov and self.momentum == 0.0:
             raise ValueError("Nesterov momentum needs momentum > 0")
-        self.momentum = float(momentum)
         self.nesterov = nesterov
+
+    @property
+    def state_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("velocity",) if self.momentum else ()
 
     def update(self, p: Parameter, grad: Any) -> None:
         velocity = self.state(p, "velocity") if self.momentum else None
@@ -128,13 +144,12 @@ class Momentum(SGD):
 def _positive_eps(eps: float) -> float:
     """eps keeps ``g / (sqrt(s) + eps)`` finite where a running square s is 0: a weight whose gradient
     has been 0, or decaying state that fell below the smallest normal number and is stored as 0."""
-    eps = float(eps)
-    if not (eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"eps must be positive and finite, got {eps}")
-    return eps
+    return check_number(eps, "eps", lambda v: v > 0, "positive and finite")
 
 
 class AdaGrad(Optimizer):
+    state_names = ("sum_sq",)
+
     def __init__(self, params: Iterable[Parameter], lr: float = 0.01, eps: float = 1e-10,
                  weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
         super().__init__(params, lr, weight_decay, clip_norm)
@@ -145,12 +160,12 @@ class AdaGrad(Optimizer):
 
 
 class RMSProp(Optimizer):
+    state_names = ("mean_sq",)
+
     def __init__(self, params: Iterable[Parameter], lr: float = 0.01, rho: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
         super().__init__(params, lr, weight_decay, clip_norm)
-        if not 0.0 <= rho < 1.0:
-            raise ValueError(f"rho must be in [0, 1), got {rho}")
-        self.rho = float(rho)
+        self.rho = check_fraction(rho, "rho")
         self.eps = _positive_eps(eps)
 
     def update(self, p: Parameter, grad: Any) -> None:
@@ -158,12 +173,14 @@ class RMSProp(Optimizer):
 
 
 class Adam(Optimizer):
+    state_names = ("m", "v")
+
     def __init__(self, params: Iterable[Parameter], lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
         super().__init__(params, lr, weight_decay, clip_norm)
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
-        self.betas = (float(betas[0]), float(betas[1]))
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair, got {betas!r}")
+        self.betas = (check_fraction(betas[0], "betas[0]"), check_fraction(betas[1], "betas[1]"))
         self.eps = _positive_eps(eps)
 
     def update(self, p: Parameter, grad: Any) -> None:

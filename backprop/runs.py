@@ -68,9 +68,22 @@ class RunConfig:
     data_sha256: str | None = None  # of the training images and labels used; a resumed run checks it
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: Any) -> RunConfig:
+        """The config in ``d`` (parsed config.json); a field of the wrong type is a TypeError naming it."""
+        if not isinstance(d, dict):
+            raise TypeError(f"expected a JSON object, got {type(d).__name__}")
+        values = {}
+        for f in fields(cls):
+            if f.name in d:
+                value = d[f.name]
+                if isinstance(value, bool) or not isinstance(value, _FIELD_TYPES[str(f.type)]):
+                    raise TypeError(f"{f.name!r} must be {f.type}, got {value!r}")
+                values[f.name] = value
+        return cls(**values)
+
+
+_FIELD_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "str | None": (str, type(None)),
+                "int | None": (int, type(None))}
 
 
 class Interrupted(Exception):
@@ -207,6 +220,41 @@ def load_weights(model: Sequential, arrays: dict[str, np.ndarray], meta: dict[st
         target[...] = model.backend.asarray(saved[name])
 
 
+PROGRESS_COUNTS = ("epoch", "batch", "correct", "seen")
+PROGRESS_SUMS = ("loss_sum", "seconds")
+
+
+def check_progress(meta: dict[str, Any], arrays: dict[str, np.ndarray], n_train: int, n_batches: int) -> None:
+    """Check a checkpoint's position in training (epoch, batch, running sums, the epoch's sample order)
+    and its history against the run's data, so that a damaged file fails here, naming what is wrong."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{meta['path']}: {what}")
+
+    progress = meta.get("progress")
+    if not isinstance(progress, dict) or set(progress) != {*PROGRESS_COUNTS, *PROGRESS_SUMS}:
+        raise bad(f"'progress' must hold {', '.join(PROGRESS_COUNTS + PROGRESS_SUMS)}")
+    for key in PROGRESS_COUNTS:
+        if isinstance(progress[key], bool) or not isinstance(progress[key], int) or progress[key] < 0:
+            raise bad(f"progress {key!r} must be an int >= 0, got {progress[key]!r}")
+    for key in PROGRESS_SUMS:
+        if isinstance(progress[key], bool) or not isinstance(progress[key], (int, float)) \
+                or not math.isfinite(progress[key]):
+            raise bad(f"progress {key!r} must be a finite number, got {progress[key]!r}")
+    if progress["batch"] >= n_batches:
+        raise bad(f"stopped at batch {progress['batch']}, but an epoch of this run has {n_batches}")
+    order = arrays.get("loader/order")
+    if progress["batch"] and (order is None or not (  # runs shuffle, so a stop mid-epoch saves the order
+            order.shape == (n_train,) and order.dtype.kind in "iu"
+            and np.array_equal(np.sort(order), np.arange(n_train)))):
+        raise bad(f"'loader/order' is not an order of the run's {n_train} training images")
+    history = meta.get("history")
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history) \
+            or len(history) != progress["epoch"]:
+        raise bad(f"'history' must list one record per finished epoch ({progress['epoch']})")
+    if not isinstance(meta.get("optimizer"), dict) or not isinstance(meta.get("loader"), dict):
+        raise bad("'optimizer' and 'loader' must be records")
+
+
 # -- the run folder ---------------------------------------------------------------------------------
 def new_run_dir(config: RunConfig, parent: str | Path = "runs") -> Path:
     """Create and return a fresh folder ``parent/MODEL-DATASET-TIME``; a run started in the same second
@@ -325,10 +373,14 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
     state = {"epoch": 0, "batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
     order = None
     if resume:
+        check_progress(meta, arrays, len(train_loader.x), len(train_loader))
         load_weights(model, arrays, meta)
-        optimizer.load_state_dict({**meta["optimizer"], "state": {k[len("optim/"):]: v for k, v in arrays.items()
-                                                                   if k.startswith("optim/")}})
-        train_loader.load_state_dict(meta["loader"])
+        try:
+            optimizer.load_state_dict({**meta["optimizer"], "state": {
+                k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}})
+            train_loader.load_state_dict(meta["loader"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"{meta['path']}: {exc}") from None
         if meta.get("backend_rng") is not None and _rng_state(backend) is not None:
             backend.rng.bit_generator.state = meta["backend_rng"]
         elif _rng_state(backend) is not None or meta.get("backend_rng") is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from backprop.checks import check_number
 from backprop.optim import Optimizer
 
 
@@ -31,7 +32,7 @@ class StepLR(LRScheduler):
         if step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
         self.step_size = step_size
-        self.gamma = gamma
+        self.gamma = check_number(gamma, "gamma", lambda v: v > 0, "positive and finite")
 
     def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** (epoch // self.step_size)
@@ -42,7 +43,7 @@ class ExponentialLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, gamma: float) -> None:
         super().__init__(optimizer)
-        self.gamma = gamma
+        self.gamma = check_number(gamma, "gamma", lambda v: v > 0, "positive and finite")
 
     def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** epoch
@@ -56,7 +57,7 @@ class CosineAnnealingLR(LRScheduler):
         if t_max < 1:
             raise ValueError(f"t_max must be >= 1, got {t_max}")
         self.t_max = t_max
-        self.eta_min = eta_min
+        self.eta_min = check_number(eta_min, "eta_min", lambda v: v >= 0, "finite and >= 0")
 
     def lr_at(self, epoch: int) -> float:
         t = min(epoch, self.t_max)

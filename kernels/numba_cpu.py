@@ -161,8 +161,7 @@ def maxpool2x2_backward(dout, argmax, dx, relu_out):  # pragma: no cover - compi
     no window covers, at odd sizes, are zeroed). With ``relu_out`` (the pooled output, when a ReLU
     feeds the pooling) the gradient is masked by ``relu_out > 0`` on the way: the ReLU's backward
     folded in. The mask multiplies, as the reference's does, so a NaN or inf gradient reaches the
-    winner as NaN or inf (the reference, routing through a one-hot product, also turns the window's
-    other three cells into NaN)."""
+    winner as NaN or inf, and the other three cells get 0."""
     n, c, h, w = dx.shape
     oh, ow = dout.shape[2], dout.shape[3]
     one, zero = dx.dtype.type(1), dx.dtype.type(0)

@@ -170,10 +170,12 @@ def maxpool2d_backward(xp: Any, dout: Any, argmax: Any, x_shape: tuple[int, ...]
     for k in range(kh * kw):
         ky, kx = divmod(k, kw)
         dst = dx[:, :, _span(ky, sh, oh), _span(kx, sw, ow)]
+        # a select, not a product with the one-hot mask: inf * 0 would put NaN beside the winner
+        routed = xp.where(argmax == k, dout, dout.dtype.type(0))
         if disjoint:
-            xp.multiply(dout, argmax == k, out=dst)
+            dst[...] = routed
         else:
-            dst += dout * (argmax == k)
+            dst += routed
     if pad == (0, 0):
         return dx
     return dx[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]

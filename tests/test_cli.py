@@ -159,11 +159,14 @@ def test_bad_arguments_are_argparse_errors(argv, message, capsys):
     (["train", "--dataset", "fashion-mnist", *SMALL], "Fashion-MNIST not found"),
     (["train", "--data-dir", "empty", *SMALL], "MNIST files not found in empty"),
     (["train", "--resume", "broken"], "not a valid run configuration"),
+    (["train", "--resume", "a-list"], "expected a JSON object, got list"),
+    (["train", "--resume", "text-epochs"], "'epochs' must be int, got '3'"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
     (tmp_path / "empty").mkdir()
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "config.json").write_text('{"model": ')  # truncated
+    for name, text in [("broken", '{"model": '), ("a-list", "[1]"), ("text-epochs", '{"epochs": "3"}')]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(text)
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -208,6 +211,61 @@ def test_resume_reads_the_run_s_data_from_anywhere_and_refuses_other_data(tmp_pa
                  "--no-progress"]) == 1
     assert "are not the ones" in capsys.readouterr().err
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())) == 2  # nothing trained on them
+
+
+def _edit(arrays: dict, meta: dict, edit: str) -> None:
+    opt = meta["optimizer"]
+    if edit == "no optimizer arrays":
+        for k in [k for k in arrays if k.startswith("optim/")]:
+            del arrays[k]
+    elif edit == "float64 optimizer arrays":
+        arrays.update({k: v.astype(np.float64) for k, v in arrays.items() if k.startswith("optim/")})
+    elif edit == "NaN in the optimizer state":
+        arrays["optim/0.m"] = np.full_like(arrays["optim/0.m"], np.nan)
+    elif edit == "NaN learning rate":
+        opt["lr"] = float("nan")
+    elif edit == "negative step count":
+        opt["steps"] = -5
+    elif edit == "no progress":
+        del meta["progress"]
+    elif edit == "stopped past the epoch's end":
+        meta["progress"]["batch"] = 99
+    elif edit == "mid-epoch without the order":
+        meta["progress"]["batch"] = 1
+    elif edit == "an order of the wrong images":
+        meta["progress"]["batch"] = 1
+        arrays["loader/order"] = np.arange(5)
+    elif edit == "history not a list":
+        meta["history"] = {"epoch": 1}
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("no optimizer arrays", "after 6 steps Adam keeps ['m', 'v']"),
+    ("float64 optimizer arrays", "is float64"),
+    ("NaN in the optimizer state", "holds NaN or inf"),
+    ("NaN learning rate", "the saved learning rate must be finite"),
+    ("negative step count", "step count must be an int >= 0"),
+    ("no progress", "'progress' must hold"),
+    ("stopped past the epoch's end", "an epoch of this run has 6"),
+    ("mid-epoch without the order", "is not an order of the run's 300 training images"),
+    ("an order of the wrong images", "is not an order of the run's 300 training images"),
+    ("history not a list", "'history' must list one record per finished epoch"),
+])
+def test_a_damaged_checkpoint_is_refused_before_training(tmp_path, capsys, edit, message):
+    import shutil
+
+    from backprop.checkpoint import save_arrays
+    assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
+    shutil.copytree(tmp_path / "run", tmp_path / "bad")
+    arrays, meta = load_arrays(tmp_path / "bad" / "checkpoint.npz")
+    _edit(arrays, meta, edit)
+    save_arrays(tmp_path / "bad" / "checkpoint.npz", arrays, meta)
+    before = (tmp_path / "bad" / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", "bad", "--epochs", "2", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "checkpoint.npz" in err and "Traceback" not in err, err
+    assert (tmp_path / "bad" / "checkpoint.npz").read_bytes() == before
 
 
 def test_an_existing_run_is_not_overwritten(capsys):

@@ -89,6 +89,11 @@ def test_gradcheck_catches_a_wrong_backward(backend, rng):
     assert bp.gradcheck(layer, away_from_kinks((4, 5), rng)).max_rel_error > 0.5
 
 
+def test_a_nan_error_is_the_worst_error():
+    """Python's max() skips a NaN that is not first; the result must not."""
+    assert np.isnan(bp.GradcheckResult({"input": 1e-10, "W": 2e-10, "b": float("nan")}).max_rel_error)
+
+
 def test_gradcheck_leaves_the_module_unchanged(backend, rng):
     with bp.use_backend(backend):
         layer = bp.Linear(3, 2)

@@ -100,6 +100,19 @@ def test_maxpool_matches_oracle(backend64, rng, shape, kernel, stride, pad):
     np.testing.assert_allclose(host(backend64, dx), dx_ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel, stride, pad", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)),
+                                                 ((2, 2), (3, 3), (0, 0))])
+def test_maxpool_backward_gives_an_inf_or_nan_gradient_to_the_winner_only(backend, rng, kernel, stride, pad):
+    """Routing is a select: the cells that lost their window get 0, never inf * 0 = NaN (as in PyTorch)."""
+    x = rng.permutation(2 * 3 * 7 * 7).reshape(2, 3, 7, 7).astype(np.float32)  # distinct: no ties
+    out, argmax = backend.maxpool2d(backend.asarray(x), kernel, stride, pad)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dout[0, 0, 0, 0], dout[1, 2, 1, 1], dout[0, 1, -1, -1] = np.inf, np.nan, -np.inf
+    dx = backend.maxpool2d_backward(backend.asarray(dout), argmax, x.shape, kernel, stride, pad)
+    expected = maxpool_oracle(x, dout, kernel, stride, pad)[1]  # (sums overlaps in float64)
+    np.testing.assert_allclose(host(backend, dx), expected, rtol=1e-6, atol=0)  # NaN, inf must match exactly
+
+
 def test_maxpool_pads_with_minus_infinity(backend):
     """An all-negative image must never pool to the padding's value."""
     x = backend.asarray(-np.ones((1, 1, 2, 2), np.float32))

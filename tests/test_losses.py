@@ -57,6 +57,7 @@ def test_softmax_cross_entropy_int_and_onehot_agree(backend, rng):
     (np.eye(3), r"target shape \(3, 3\) does not match prediction shape \(3, 4\)"),
     (np.full((3, 4), 2.0), r"targets must lie in \[0, 1\]"),
     (np.full((3, 4), 0.5), r"each row of probability targets must sum to 1"),
+    (np.full((3, 4), np.nan), r"targets must lie in \[0, 1\] \(and not be NaN\)"),
 ])
 def test_softmax_cross_entropy_rejects_bad_labels(backend, labels, expected):
     loss = bp.SoftmaxCrossEntropy(backend=backend)
@@ -73,3 +74,33 @@ def test_elementwise_losses_reject_mismatched_shapes(backend, loss_cls):
 def test_loss_rejects_target_of_other_dtype(backend):
     with pytest.raises(TypeError, match="astype"):
         bp.MSE(backend=backend).forward(backend.zeros((2, 1)), backend.zeros((2, 1), dtype=np.float64))
+
+
+def test_a_dtype_error_suggests_converting_the_model_only_to_a_dtype_models_have(backend):
+    layer = bp.Linear(3, 2, backend=backend)
+    with pytest.raises(TypeError) as info:
+        layer.forward(backend.xp.asarray(np.zeros((2, 3), np.float16)))  # (backend.asarray would cast)
+    assert "astype('float32')" in str(info.value) and "model.to" not in str(info.value)
+    with pytest.raises(TypeError, match=r"model.to\(dtype='float64'\)"):
+        layer.forward(backend.xp.asarray(np.zeros((2, 3), np.float64)))
+
+
+@pytest.mark.parametrize("loss_cls", [bp.MSE, bp.BinaryCrossEntropy, bp.BCEWithLogits])
+def test_integer_targets_of_a_value_loss_keep_the_prediction_s_dtype(backend, loss_cls):
+    """int64 or bool 0/1 targets are cast to the predictions' float32: NumPy would otherwise compute the
+    loss and the whole backward pass in float64."""
+    pred = backend.asarray(np.array([[0.2], [0.7], [0.9]], np.float32))
+    for target in (np.array([[0], [1], [1]]), np.array([[False], [True], [True]])):
+        loss = loss_cls(backend=backend)
+        as_float = loss_cls(backend=backend)
+        value = loss.forward(pred, backend.asarray(target))
+        assert value.dtype == np.float32 and loss.backward().dtype == np.float32
+        expected = as_float.forward(pred, backend.asarray(target.astype(np.float32)))
+        assert float(value) == float(expected)
+
+
+@pytest.mark.parametrize("loss_cls", [bp.BinaryCrossEntropy, bp.BCEWithLogits])
+def test_nan_probability_targets_are_refused(backend, loss_cls):
+    with pytest.raises(ValueError, match="not be NaN"):
+        loss_cls(backend=backend).forward(backend.zeros((2, 1)), backend.asarray(np.array([[0.5], [np.nan]],
+                                                                                          np.float32)))

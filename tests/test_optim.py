@@ -99,6 +99,10 @@ def test_schedules(backend):
 @pytest.mark.parametrize("kwargs,expected", [
     ({"lr": 0.0}, "learning rate"), ({"lr": 0.1, "momentum": 1.0}, "momentum"),
     ({"lr": 0.1, "nesterov": True}, "Nesterov"), ({"lr": 0.1, "clip_norm": -1}, "clip_norm"),
+    # NaN fails every comparison, so each of these once slipped through a check written as "<= 0"
+    ({"lr": float("nan")}, "learning rate"), ({"lr": float("inf")}, "learning rate"),
+    ({"lr": 0.1, "weight_decay": float("nan")}, "weight_decay"),
+    ({"lr": 0.1, "clip_norm": float("nan")}, "clip_norm"), ({"lr": 0.1, "momentum": float("nan")}, "momentum"),
 ])
 def test_bad_optimizer_arguments(backend, kwargs, expected):
     with pytest.raises(ValueError, match=expected):
@@ -108,12 +112,23 @@ def test_bad_optimizer_arguments(backend, kwargs, expected):
 @pytest.mark.parametrize("make,expected", [
     (lambda p: bp.Adam(p, eps=0.0), "eps"), (lambda p: bp.AdamW(p, eps=-1e-8), "eps"),
     (lambda p: bp.RMSProp(p, eps=float("nan")), "eps"), (lambda p: bp.AdaGrad(p, eps=0), "eps"),
-    (lambda p: bp.RMSProp(p, rho=1.0), "rho"),
+    (lambda p: bp.RMSProp(p, rho=1.0), "rho"), (lambda p: bp.Adam(p, betas=(0.9, float("nan"))), "betas"),
 ])
 def test_bad_adaptive_optimizer_arguments(backend, make, expected):
     """eps = 0 would divide by zero wherever a running square is 0 (a weight whose gradient has been 0)."""
     with pytest.raises(ValueError, match=expected):
         make([bp.Parameter(backend.zeros((1,)), backend)])
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda opt: bp.StepLR(opt, 1, gamma=-1), "gamma"), (lambda opt: bp.ExponentialLR(opt, gamma=0), "gamma"),
+    (lambda opt: bp.ExponentialLR(opt, gamma=float("nan")), "gamma"),
+    (lambda opt: bp.CosineAnnealingLR(opt, t_max=4, eta_min=-1), "eta_min"),
+])
+def test_schedules_refuse_what_would_make_the_rate_negative_or_zero(backend, make, expected):
+    opt = bp.SGD([bp.Parameter(backend.zeros((1,)), backend)], lr=0.1)
+    with pytest.raises(ValueError, match=expected):
+        make(opt)
 
 
 def test_optimizer_needs_parameters():

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from backprop.backends import Backend
+from backprop.checks import check_number
 from backprop.layers.base import Layer, check_positive_int
 from backprop.parameter import Parameter
 
@@ -23,12 +24,8 @@ class _BatchNorm(Layer):
                  backend: str | Backend | None = None) -> None:
         super().__init__(backend)
         self.num_features = check_positive_int(num_features, "num_features")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        if eps <= 0:
-            raise ValueError(f"eps must be positive, got {eps}")
-        self.momentum = float(momentum)
-        self.eps = float(eps)
+        self.momentum = check_number(momentum, "momentum", lambda v: 0 <= v <= 1, "in [0, 1]")
+        self.eps = check_number(eps, "eps", lambda v: v > 0, "positive and finite")
         b = self.backend
         self.gamma = Parameter(b.xp.ones(num_features, dtype=b.dtype), b)
         self.beta = Parameter(b.zeros((num_features,)), b)
