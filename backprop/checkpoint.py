@@ -33,7 +33,9 @@ def _umask() -> int:
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write`` on a temporary file in the target's folder, then rename it to ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should look like any other
         with os.fdopen(fd, "wb") as f:
@@ -64,6 +66,9 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
             raise ValueError("a single .npy array, not an .npz archive")
         with loaded as npz:
             arrays = {name: npz[name] for name in npz.files}
+        odd = sorted(name for name, a in arrays.items() if not isinstance(a, np.ndarray))
+        if odd:  # NpzFile hands back the raw bytes of a member that is not an .npy file
+            raise ValueError(f"members {odd} are not arrays")
         meta = json.loads(str(arrays.pop(META_KEY)))
     except KeyError:
         raise CheckpointError(f"{path}: not a backprop checkpoint (no {META_KEY} entry)") from None

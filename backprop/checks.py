@@ -1,4 +1,4 @@
-"""Checks of numeric arguments shared by optimizers, schedules and layers.
+"""Checks of numeric arguments shared by optimizers, schedules, layers and the command lines.
 
 NaN fails every comparison, so a check written as ``if lr <= 0: raise`` lets NaN through; these ask
 for what is allowed (``v > 0``) and for a finite number instead.
@@ -6,6 +6,7 @@ for what is allowed (``v > 0``) and for a finite number instead.
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Callable
 from typing import Any
@@ -26,3 +27,26 @@ def check_number(value: Any, what: str, ok: Callable[[float], bool], allowed: st
 def check_fraction(value: Any, what: str) -> float:
     """A rate in [0, 1): momentum, a decay rate, Adam's betas."""
     return check_number(value, what, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def int_arg(low: int, words: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``; anything else is an argparse error saying ``words``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {value}")
+        return value
+    return parse
+
+
+def float_arg(zero_ok: bool, words: str) -> Callable[[str], float]:
+    """An argparse type: a finite number > 0 (>= 0 with ``zero_ok``); else an argparse error saying ``words``."""
+    def parse(text: str) -> float:
+        try:
+            return check_number(text, "", (lambda v: v >= 0) if zero_ok else (lambda v: v > 0), words)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+    return parse

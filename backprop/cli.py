@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from backprop.backends import BackendUnavailableError, available_backends, get_backend, known_backends
 from backprop.checkpoint import CheckpointError
+from backprop.checks import float_arg, int_arg
 from backprop.data.download import DownloadError
 from backprop.data.idx import IdxError
 from backprop.data.mnist import DATASETS, DatasetNotFoundError
@@ -39,38 +40,10 @@ def _say(line: str) -> None:
     tqdm.write(line)  # keeps a running progress bar intact
 
 
-def _int_from(low: int, words: str) -> Any:
-    """An argparse type: an integer >= ``low``, or an error saying ``words``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected {words}, got {value}")
-        return value
-    return parse
-
-
-_positive_int = _int_from(1, "a positive integer")
-_nonneg_int = _int_from(0, "a non-negative integer")
-
-
-def _float_from(zero_ok: bool, words: str) -> Any:
-    """An argparse type: a finite number > 0 (or >= 0 with ``zero_ok``), or an error saying ``words``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
-        if not (value >= 0 if zero_ok else value > 0) or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"expected {words}, got {text}")
-        return value
-    return parse
-
-
-_positive_float = _float_from(False, "a positive number")
-_nonneg_float = _float_from(True, "a number >= 0")
+_positive_int = int_arg(1, "a positive integer")
+_nonneg_int = int_arg(0, "a non-negative integer")
+_positive_float = float_arg(False, "a positive number")
+_nonneg_float = float_arg(True, "a number >= 0")
 
 
 # -- train ------------------------------------------------------------------------------------------

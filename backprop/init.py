@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from backprop.backends import Backend
+from backprop.checks import check_number
 
 InitSpec = str | float
 
@@ -20,9 +21,7 @@ def init_std(spec: InitSpec, fan_in: int, fan_out: int, nonlinearity: str | None
     number used as the std itself (the classic ``weight_init_std = 0.01``).
     """
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        if spec <= 0:
-            raise ValueError(f"init std must be positive, got {spec}")
-        return float(spec)
+        return check_number(spec, "init std", lambda v: v > 0, "positive and finite")
     if spec == "auto":
         spec = "he" if nonlinearity == "relu" else "glorot"
     if spec == "he":

@@ -20,6 +20,17 @@ _NONLINEARITIES = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh", Softmax: "sof
 CHECKPOINT_FORMAT = "backprop.weights/1"
 
 
+def _next_nonlinearity(following: list[Layer]) -> str | None:
+    """The activation a weighted layer feeds, given the layers after it: looking past pooling,
+    reshaping, dropout and normalization but not past another weighted layer (None: none follows)."""
+    for layer in following:
+        if type(layer) in _NONLINEARITIES:
+            return _NONLINEARITIES[type(layer)]
+        if layer.init is not None:
+            return None
+    return None
+
+
 class Sequential(Layer):
     """Layers applied in order; ``backward`` runs them in reverse.
 
@@ -39,19 +50,15 @@ class Sequential(Layer):
                              "under one use_backend(...) or move them with layer.to(...)")
         super().__init__(layers[0].backend)
         self.layers = list(layers)
-        for i, layer in enumerate(self.layers):
+        flat = self.flat_layers()  # nested Sequentials: a layer may feed a nonlinearity outside its own
+        for i, layer in enumerate(flat):
             if layer.init == "auto":
-                layer.reset_parameters(self._next_nonlinearity(i))
+                layer.reset_parameters(_next_nonlinearity(flat[i + 1:]))
 
-    def _next_nonlinearity(self, i: int) -> str | None:
-        """The activation that layer ``i`` feeds, looking past pooling, reshaping, dropout and
-        normalization but not past another weighted layer (None: no nonlinearity follows)."""
-        for layer in self.layers[i + 1:]:
-            if type(layer) in _NONLINEARITIES:
-                return _NONLINEARITIES[type(layer)]
-            if layer.init is not None:
-                return None
-        return None
+    def flat_layers(self) -> list[Layer]:
+        """The layers, with those of nested Sequentials in their place."""
+        return [inner for layer in self.layers
+                for inner in (layer.flat_layers() if isinstance(layer, Sequential) else [layer])]
 
     # -- the layer contract ---------------------------------------------------------------------
     def forward(self, x: Any) -> Any:

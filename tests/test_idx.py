@@ -102,3 +102,11 @@ def test_damaged_gzip_streams(tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_idx(tmp_path / "nope")
+
+
+def test_a_header_whose_size_overflows_64_bits_is_an_error_naming_the_file(tmp_path):
+    """2^22 * 2^22 * 2^20 wraps to 0 in int64: the size check must not be fooled into reading nothing."""
+    path = tmp_path / "wild-idx3-ubyte"
+    path.write_bytes(struct.pack(">HBB3I", 0, 8, 3, 1 << 22, 1 << 22, 1 << 20))
+    with pytest.raises(IdxError, match="wild-idx3-ubyte: truncated"):
+        read_idx(path)

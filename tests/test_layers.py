@@ -61,6 +61,9 @@ def test_wrong_input_shape_is_a_value_error(on, make, shape, expected):
     (lambda: bp.MaxPool2D(2, pad=2), "half of kernel_size"),
     (lambda: bp.Dropout(1.0), r"\[0, 1\)"),
     (lambda: bp.Linear(2, 2, init="bogus"), "unknown init"),
+    (lambda: bp.Linear(2, 2, init=float("nan")), "init std must be positive and finite"),
+    (lambda: bp.BatchNorm1D(2, eps=float("nan")), "eps must be positive and finite"),
+    (lambda: bp.BatchNorm2D(2, momentum=float("nan")), r"momentum must be in \[0, 1\]"),
 ])
 def test_bad_layer_arguments(on, make, expected):
     with pytest.raises(ValueError, match=expected):
@@ -80,6 +83,17 @@ def test_sequential_draws_he_before_relu_and_glorot_otherwise(on):
     assert float(on.to_numpy(chained[1].W.data).std()) == pytest.approx(np.sqrt(2 / 300), rel=0.02)
     explicit = bp.Sequential(bp.Linear(400, 300, init=0.01), bp.ReLU())
     assert float(on.to_numpy(explicit[0].W.data).std()) == pytest.approx(0.01, rel=0.02)
+    nested = bp.Sequential(bp.Linear(400, 300), bp.Sequential(bp.Tanh(), bp.Linear(300, 200)), bp.ReLU())
+    assert float(on.to_numpy(nested[0].W.data).std()) == pytest.approx(np.sqrt(2 / 700), rel=0.02)  # Glorot
+    assert float(on.to_numpy(nested[1][1].W.data).std()) == pytest.approx(np.sqrt(2 / 300), rel=0.02)  # He
+
+
+@pytest.mark.parametrize("make", [bp.ReLU, bp.Sigmoid, bp.Tanh, bp.Softmax])
+def test_activation_backward_refuses_a_gradient_of_another_shape(on, make):
+    layer = make()
+    layer.forward(on.zeros((2, 3, 4, 4)))
+    with pytest.raises(ValueError, match=r"gradient of the output's shape \(2, 3, 4, 4\), got \(1, 1, 1, 4\)"):
+        layer.backward(on.zeros((1, 1, 1, 4)))
 
 
 def test_dropout_scales_in_training_and_is_identity_in_eval(on):

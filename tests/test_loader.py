@@ -72,7 +72,10 @@ def test_one_hot(backend):
 @pytest.mark.parametrize("kwargs, message", [
     ({"one_hot": 2}, "labels must lie in \\[0, 1\\]"),
     ({"one_hot": 0}, "positive int"),
-    ({"normalize": (0.0, 0.0)}, "std > 0"),
+    ({"normalize": (0.0, 0.0)}, "std must be positive and finite"),
+    ({"normalize": (0.0, float("inf"))}, "std must be positive and finite"),
+    ({"normalize": (float("nan"), 1.0)}, "mean must be finite"),
+    ({"scale": float("nan")}, "scale must be finite"),
     ({"resident": True}, "needs a backend"),
     ({"batch_size": 0}, "positive int"),
 ])
@@ -110,3 +113,21 @@ def test_state_dict_and_resuming_mid_epoch():
     again = DataLoader(x, batch_size=4, seed=999)
     again.load_state_dict(state)
     np.testing.assert_array_equal(again.order(), order)
+
+
+def test_scale_zero_is_zero_not_one():
+    x = np.arange(4, dtype=np.uint8).reshape(4, 1)
+    xb, _ = next(iter(DataLoader(x, None, batch_size=4, shuffle=False, scale=0.0)))
+    np.testing.assert_array_equal(xb, np.zeros((4, 1)))
+
+
+def test_one_hot_takes_numpy_ints_and_plain_lists():
+    xb, yb = next(iter(DataLoader([[0.0], [1.0]], [0, 2], batch_size=2, shuffle=False, one_hot=np.int64(3))))
+    np.testing.assert_array_equal(yb, [[1, 0, 0], [0, 0, 1]])
+
+
+def test_a_batch_larger_than_the_data_gives_one_short_batch_or_none_with_drop_last():
+    x = np.zeros((5, 1), np.float32)
+    assert [len(xb) for xb, _ in DataLoader(x, None, batch_size=8, shuffle=False)] == [5]
+    loader = DataLoader(x, None, batch_size=8, shuffle=False, drop_last=True)
+    assert len(loader) == 0 and list(loader) == []

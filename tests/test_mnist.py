@@ -189,6 +189,26 @@ def test_interrupted_stream_leaves_no_file(tmp_path):
     assert list(dest.parent.iterdir()) == []
 
 
+def test_a_malformed_http_answer_moves_on_to_the_next_mirror(tmp_path):
+    import http.client
+    import urllib.request
+    raw = b"payload" * 10
+    good = serve(tmp_path, gzip.compress(raw), "good.gz")
+
+    def opener(url, timeout):
+        if url.startswith("http://"):
+            raise http.client.BadStatusLine("garbage")
+        return urllib.request.urlopen(url, timeout=timeout)
+
+    dest = tmp_path / "cache" / "x.gz"
+    download(["http://bad.invalid/x.gz", good], dest, [hashlib.sha256(raw).hexdigest()], progress=False,
+             opener=opener)
+    assert gzip.decompress(dest.read_bytes()) == raw
+    with pytest.raises(DownloadError, match="BadStatusLine"):
+        download(["http://bad.invalid/x.gz"], tmp_path / "cache" / "y.gz", ["0" * 64], progress=False,
+                 opener=opener)
+
+
 def test_verify_rejects_damaged_gzip_and_wrong_sums(tmp_path):
     data = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
     packed = gzip.compress(data)
@@ -248,6 +268,22 @@ def test_balanced_indices_spread_over_the_file():
     assert idx.tolist() == [0, 4, 9, 10, 14, 19, 20, 24, 29]
     with pytest.raises(ValueError, match="fewer than 11"):
         balanced_indices(labels, 11)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nowhere"], "MNIST files not found in nowhere"),
+    (["src", "--train-per-class", "-1"], "expected a positive integer"),
+    (["src", "--test-per-class", "0"], "expected a positive integer"),
+])
+def test_make_subset_command_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, message):
+    from backprop.data.make_subset import main as make_subset_main
+    monkeypatch.chdir(tmp_path)
+    write_fake(tmp_path / "src")
+    with pytest.raises(SystemExit) as info:
+        make_subset_main(argv)
+    assert info.value.code in (1, 2)
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 def test_make_subset_from_files(tmp_path):

@@ -52,8 +52,12 @@ def corrupt_files(path, tmp_path, rng):
         for item in src.namelist():
             if item != "0.W.npy":
                 dst.writestr(item, src.read(item))
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "junk-member.npz", "w") as dst:
+        for item in src.namelist():  # a member with a valid CRC that is not an .npy file
+            dst.writestr(item, b"JUNK" * 10 if item == "0.W.npy" else src.read(item))
     return {"truncated.npz": "unreadable, truncated", "garbage.npz": "unreadable", "foreign.npz":
-            "not a backprop checkpoint", "missing.npz": r"missing \['0.W'\]"}
+            "not a backprop checkpoint", "missing.npz": r"missing \['0.W'\]",
+            "junk-member.npz": r"members \['0.W'\] are not arrays"}
 
 
 def test_load_rejects_bad_files_and_leaves_the_model_unchanged(backend, rng, tmp_path):
@@ -268,6 +272,12 @@ def test_small_cnn_learns_oriented_bars(backend):
     assert history["val_accuracy"][-1] > 0.9, history
     assert model.evaluate(x_test, y_test)["accuracy"] == pytest.approx(history["val_accuracy"][-1])
     assert model.predict(x_test).shape == (300, 3)
+
+
+def test_saving_into_a_missing_folder_names_the_folder_not_a_temporary(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nodir/w.npz: folder .*nodir does not exist") as info:
+        bp.Sequential(bp.Linear(2, 2)).save(tmp_path / "nodir" / "w.npz")
+    assert ".tmp" not in str(info.value)
 
 
 def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -8,6 +8,7 @@ download never leaves anything under the real name (nor, once it fails, anywhere
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.request
 import zlib
@@ -110,6 +111,7 @@ def download(urls: Sequence[str], dest: str | os.PathLike, sha256: Iterable[str]
 
         try:
             return atomic_write(dest, fetch)
-        except (OSError, ValueError) as exc:  # URLError, HTTPError and timeouts are OSErrors
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, HTTPError and timeouts
+            # are OSErrors; a malformed answer (bad status line, cut-off chunk) is an HTTPException
             failures.append(f"{url}: {type(exc).__name__}: {exc}")
     raise DownloadError(f"could not download {dest.name}:\n  " + "\n  ".join(failures))

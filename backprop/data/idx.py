@@ -9,6 +9,7 @@ the file and what is wrong, never a silently wrong array.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -64,7 +65,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise IdxError(f"{name}: truncated inside the header ({len(data)} of {header} bytes)")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = TYPE_CODES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: np.prod would wrap around on a wild header
     found = len(data) - header
     if found < expected:
         raise IdxError(f"{name}: truncated: shape {shape} needs {expected:,} bytes of data, found {found:,}")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from backprop.backends import Backend
+from backprop.checks import check_number
 
 
 class DataLoader:
@@ -31,6 +32,8 @@ class DataLoader:
                  seed: int | None = None, drop_last: bool = False, backend: Backend | None = None, *,
                  scale: float | None = None, normalize: tuple[float, float] | None = None,
                  one_hot: int | None = None, resident: bool = False) -> None:
+        x = np.asarray(x) if isinstance(x, (list, tuple)) else x
+        y = np.asarray(y) if isinstance(y, (list, tuple)) else y
         if y is not None and len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
         if len(x) == 0:
@@ -38,21 +41,28 @@ class DataLoader:
         if batch_size is not None and (not isinstance(batch_size, numbers.Integral)
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        if normalize is not None and (len(normalize) != 2 or not normalize[1] > 0):
-            raise ValueError(f"normalize must be (mean, std) with std > 0, got {normalize!r}")
+        if normalize is not None:
+            if len(normalize) != 2:
+                raise ValueError(f"normalize must be (mean, std), got {normalize!r}")
+            check_number(normalize[0], "normalize's mean", lambda v: True, "finite")
+            check_number(normalize[1], "normalize's std", lambda v: v > 0, "positive and finite")
+        if scale is not None:
+            check_number(scale, "scale", lambda v: True, "finite")
         if resident and backend is None:
             raise ValueError("resident=True needs a backend to keep the data on: pass backend=...")
         if one_hot is not None:
             self._check_labels(y, one_hot)
-        self.batch_size = len(x) if batch_size is None else min(int(batch_size), len(x))
+        self.batch_size = len(x) if batch_size is None else int(batch_size)  # > len(x): one short batch,
+        # or none with drop_last, as in PyTorch
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.backend = backend
-        self.one_hot = one_hot
+        self.one_hot = None if one_hot is None else int(one_hot)
         self.resident = resident
         # (x * scale - mean) / std as one multiply-add: x * a - b
         mean, std = normalize if normalize is not None else (0.0, 1.0)
-        self._affine = None if scale is None and normalize is None else ((scale or 1.0) / std, mean / std)
+        self._affine = None if scale is None and normalize is None else (
+            (1.0 if scale is None else float(scale)) / std, mean / std)
         self.x = backend.asarray(x) if resident else x
         self.y = backend.asarray(y) if resident and y is not None else y
         self.rng = np.random.default_rng(seed)
@@ -61,7 +71,7 @@ class DataLoader:
     def _check_labels(y: Any, classes: int) -> None:
         if y is None:
             raise ValueError("one_hot needs labels y")
-        if not isinstance(classes, int) or classes < 1:
+        if not isinstance(classes, numbers.Integral) or isinstance(classes, bool) or classes < 1:
             raise ValueError(f"one_hot must be the number of classes, a positive int, got {classes!r}")
         if np.dtype(y.dtype).kind not in "iu" or y.ndim != 1:
             raise ValueError(f"one_hot needs integer labels of shape (N,), got {y.dtype} {tuple(y.shape)}")

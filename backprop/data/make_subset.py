@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from backprop.checkpoint import atomic_write
-from backprop.data.mnist import MNIST, SUBSET_FILE, SUBSET_FORMAT, find_files, read_files
+from backprop.checks import int_arg
+from backprop.data.idx import IdxError
+from backprop.data.mnist import (MNIST, SUBSET_FILE, SUBSET_FORMAT, DatasetNotFoundError, find_files,
+                                 read_files)
 
 DEFAULT_OUT = Path(__file__).with_name(SUBSET_FILE)
 ATTRIBUTION = ("Subset of the MNIST database of handwritten digits by Yann LeCun, Corinna Cortes and "
@@ -29,6 +32,8 @@ ATTRIBUTION = ("Subset of the MNIST database of handwritten digits by Yann LeCun
 
 def balanced_indices(labels: np.ndarray, per_class: int) -> np.ndarray:
     """``per_class`` indices of each label, evenly spaced over its occurrences, in increasing order."""
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1, got {per_class}")
     chosen = []
     for c in np.unique(labels):
         where = np.flatnonzero(labels == c)
@@ -59,10 +64,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m backprop.data.make_subset", description=__doc__.split("\n")[0])
     parser.add_argument("src_dir", help="folder with the four MNIST IDX files (gzipped or not)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the .npz (default: %(default)s)")
-    parser.add_argument("--train-per-class", type=int, default=600)
-    parser.add_argument("--test-per-class", type=int, default=100)
+    parser.add_argument("--train-per-class", type=int_arg(1, "a positive integer"), default=600)
+    parser.add_argument("--test-per-class", type=int_arg(1, "a positive integer"), default=100)
     args = parser.parse_args(argv)
-    path = make_subset(args.src_dir, args.out, args.train_per_class, args.test_per_class)
+    try:
+        path = make_subset(args.src_dir, args.out, args.train_per_class, args.test_per_class)
+    except (DatasetNotFoundError, IdxError, ValueError, OSError) as exc:
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
     print(f"wrote {path} ({path.stat().st_size:,} bytes)")
 
 

@@ -18,6 +18,11 @@ class _Activation(Layer):
         return self.y
 
     def backward(self, dout: Any) -> Any:
+        name = type(self).__name__
+        self.backend.check_array(dout, f"{name} gradient", self.y.dtype)
+        if dout.shape != self.y.shape:
+            raise ValueError(f"{name} backward expected a gradient of the output's shape {tuple(self.y.shape)}, "
+                             f"got {tuple(dout.shape)}")
         return getattr(self.backend, self.kernel + "_backward")(dout, self.y)
 
 
