@@ -231,13 +231,16 @@ def sigmoid(x, y):  # pragma: no cover - compiled
         y[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e)
 
 
+_LN_TINY_F32 = np.float32(-87.33654)  # ln of float32's smallest normal number, 2**-126
+
+
 @njit(inline="always", **_JIT)
 def _exp_nonpositive_f32(x):
     """exp(x) for float32 x <= 0 (or NaN) in straight-line arithmetic that LLVM vectorizes, where
     Numba's scalar expf call does not: Cephes expf (range reduction by ln 2, a degree-6 polynomial,
-    2**n assembled from its exponent bits); relative error under 2e-7. For x < -87 (results below
-    1.65e-38, near the end of float32's normal range) it returns 0."""
-    xc = max(x, np.float32(-87.0))
+    2**n assembled from its exponent bits); relative error under 2e-7. Below ln(2**-126) = -87.3365,
+    where exp(x) leaves float32's normal range, it returns 0 instead of a subnormal."""
+    xc = max(x, _LN_TINY_F32)
     n = np.floor(xc * np.float32(1.44269504088896341) + np.float32(0.5))
     r = xc - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
     p = np.float32(1.9875691500e-4)
@@ -248,7 +251,7 @@ def _exp_nonpositive_f32(x):
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + np.float32(1)
     two_n = np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
-    return np.float32(0) if x < np.float32(-87.0) else p * two_n
+    return np.float32(0) if x < _LN_TINY_F32 else p * two_n
 
 
 @_kernel()

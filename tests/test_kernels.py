@@ -447,6 +447,18 @@ def test_activations_treat_nan_and_inf_like_the_reference(backend, name):
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-6)
 
 
+def test_float32_sigmoid_stays_accurate_down_to_the_end_of_the_normal_range(backend):
+    """exp(x) is a normal float32 down to x = ln(2**-126) = -87.3365; below, a backend may flush the
+    reference's subnormal results to 0 (an absolute error under 1.2e-38)."""
+    ref = get_backend("numpy")
+    normal = np.array([-87.33, -87.2, -87.05, -86.9, -80.0], np.float32)
+    np.testing.assert_allclose(host(backend, backend.sigmoid(backend.asarray(normal))), ref.sigmoid(normal),
+                               rtol=1e-6, atol=0)
+    below = np.array([-87.5, -90.0, -104.0], np.float32)
+    np.testing.assert_allclose(host(backend, backend.sigmoid(backend.asarray(below))), ref.sigmoid(below),
+                               rtol=0, atol=np.finfo(np.float32).tiny)
+
+
 def test_bias_kernels_refuse_shapes_that_do_not_fit(backend):
     y = backend.asarray(np.ones((2, 3, 4), np.float32))
     with pytest.raises(ValueError):
