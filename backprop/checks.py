@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 
 def check_number(value: Any, what: str, ok: Callable[[float], bool], allowed: str) -> float:
-    """``value`` as a float when it is a finite real number for which ``ok`` holds; else a ValueError
-    saying that ``what`` must be ``allowed``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not (math.isfinite(number) and ok(number)):
+    """``value`` as a float when it is a finite real number for which ``ok`` holds; a TypeError when
+    it is no real number (a string, None, a bool), else a ValueError saying that ``what`` must be
+    ``allowed``."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{what} must be a real number, got {value!r}")
+    number = float(value)
+    if not (math.isfinite(number) and ok(number)):
         raise ValueError(f"{what} must be {allowed}, got {value!r}")
     return number
+
+
+def check_positive_int(value: Any, what: str) -> int:
+    """``value`` as an int when it is an integer >= 1 (NumPy integers too, not bools); else a ValueError."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def check_fraction(value: Any, what: str) -> float:
@@ -46,7 +54,7 @@ def float_arg(zero_ok: bool, words: str) -> Callable[[str], float]:
     """An argparse type: a finite number > 0 (>= 0 with ``zero_ok``); else an argparse error saying ``words``."""
     def parse(text: str) -> float:
         try:
-            return check_number(text, "", (lambda v: v >= 0) if zero_ok else (lambda v: v > 0), words)
+            return check_number(float(text), "", (lambda v: v >= 0) if zero_ok else (lambda v: v > 0), words)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
     return parse

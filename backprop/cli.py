@@ -107,6 +107,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 raise FileExistsError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
                                       "or choose another --run-dir")
         else:
+            runs_existed = Path("runs").is_dir()
             run_dir = new_run_dir(config)
     if args.epochs is not None:
         config.epochs = args.epochs
@@ -124,6 +125,8 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except BaseException:
         if not args.resume and not args.run_dir and not any(run_dir.iterdir()):
             run_dir.rmdir()  # the folder new_run_dir made is still empty: leave nothing behind
+            if not runs_existed and not any(run_dir.parent.iterdir()):
+                run_dir.parent.rmdir()
         raise
     if args.plot and history:
         try:

@@ -20,6 +20,11 @@ _NONLINEARITIES = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh", Softmax: "sof
 CHECKPOINT_FORMAT = "backprop.weights/1"
 
 
+def _flat(layers: list[Layer]) -> list[Layer]:
+    """``layers`` with those of nested Sequentials in their place."""
+    return [inner for layer in layers for inner in (_flat(layer.layers) if isinstance(layer, Sequential) else [layer])]
+
+
 def _next_nonlinearity(following: list[Layer]) -> str | None:
     """The activation a weighted layer feeds, given the layers after it: looking past pooling,
     reshaping, dropout and normalization but not past another weighted layer (None: none follows)."""
@@ -35,7 +40,9 @@ class Sequential(Layer):
     """Layers applied in order; ``backward`` runs them in reverse.
 
     On construction, every layer built with ``init="auto"`` gets its weights drawn for the
-    nonlinearity it feeds: He before a ReLU, Glorot otherwise. All layers must share one backend.
+    nonlinearity it feeds (looking into a nested Sequential that follows it): He before a ReLU, Glorot
+    otherwise. The layers of a nested Sequential keep the weights they have, so a trained block can be
+    wrapped. All layers must share one backend.
     """
 
     def __init__(self, *layers: Layer) -> None:
@@ -50,15 +57,9 @@ class Sequential(Layer):
                              "under one use_backend(...) or move them with layer.to(...)")
         super().__init__(layers[0].backend)
         self.layers = list(layers)
-        flat = self.flat_layers()  # nested Sequentials: a layer may feed a nonlinearity outside its own
-        for i, layer in enumerate(flat):
+        for i, layer in enumerate(self.layers):
             if layer.init == "auto":
-                layer.reset_parameters(_next_nonlinearity(flat[i + 1:]))
-
-    def flat_layers(self) -> list[Layer]:
-        """The layers, with those of nested Sequentials in their place."""
-        return [inner for layer in self.layers
-                for inner in (layer.flat_layers() if isinstance(layer, Sequential) else [layer])]
+                layer.reset_parameters(_next_nonlinearity(_flat(self.layers[i + 1:])))
 
     # -- the layer contract ---------------------------------------------------------------------
     def forward(self, x: Any) -> Any:

@@ -8,6 +8,7 @@ decoupled; ``clip_norm`` rescales all gradients together when their global norm 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,7 +30,9 @@ def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> float:
 
 
 class Optimizer:
-    state_names: tuple[str, ...] = ()  # the arrays :meth:`update` keeps per parameter
+    # The arrays update() keeps per parameter; None (a subclass that does not say) saves and loads
+    # whatever is there.
+    state_names: tuple[str, ...] | None = None
 
     def __init__(self, params: Iterable[Parameter], lr: float, weight_decay: float = 0.0,
                  clip_norm: float | None = None) -> None:
@@ -67,41 +70,45 @@ class Optimizer:
         """What a resumed run needs: ``lr``, ``steps`` and host copies of every parameter's state
         arrays, keyed "INDEX.NAME" by the parameter's position in ``params``."""
         arrays = {f"{i}.{k}": np.array(p.backend.to_numpy(v)) for i, p in enumerate(self.params)
-                  for k, v in p.state.items()}
+                  for k, v in p.state.items() if self.state_names is None or k in self.state_names}
         return {"type": type(self).__name__, "lr": self.lr, "steps": self.steps, "state": arrays}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output; everything is checked before anything changes: after
-        any step, every parameter needs each of :attr:`state_names`, finite, of its shape and dtype."""
+        """Restore :meth:`state_dict`'s output; everything is checked before anything changes: every
+        array must be finite, of its parameter's shape and dtype, and (where the class declares
+        :attr:`state_names`) after any step every parameter needs exactly those."""
         if state.get("type") != type(self).__name__:
             raise ValueError(f"optimizer state is for {state.get('type')}, not {type(self).__name__}")
         lr = check_number(state.get("lr"), "the saved learning rate", lambda v: v >= 0, "finite and >= 0")
         steps = state.get("steps")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
             raise ValueError(f"the saved step count must be an int >= 0, got {steps!r}")
+        names = self.state_names
         staged: dict[int, dict[str, Any]] = {}
         for key, a in state["state"].items():
             index, _, name = key.partition(".")
-            if not index.isdigit() or int(index) >= len(self.params) or name not in self.state_names:
+            if not index.isdigit() or int(index) >= len(self.params) or not name or (
+                    names is not None and name not in names):
                 raise ValueError(f"optimizer state {key!r} is not one of {type(self).__name__}'s "
-                                 f"({', '.join(self.state_names) or 'it keeps none'}) for {len(self.params)} "
+                                 f"({', '.join(names or ()) or 'it keeps none'}) for {len(self.params)} "
                                  "parameters")
             p = self.params[int(index)]
             if tuple(a.shape) != p.shape or a.dtype != p.dtype:
                 raise ValueError(f"optimizer state {key!r} is {a.dtype} {tuple(a.shape)}, its parameter "
-                                 f"{p.dtype} {p.shape}")
+                                 f"{p.dtype} {p.shape} (load the state before model.to(dtype=...), which "
+                                 "converts it too)")
             if not np.isfinite(a).all():
                 raise ValueError(f"optimizer state {key!r} holds NaN or inf")
             staged.setdefault(int(index), {})[name] = a
-        wanted = set(self.state_names) if steps else set()
-        for i in range(len(self.params)):
+        wanted = set(names) if steps and names is not None else set()
+        for i in range(len(self.params) if names is not None else 0):
             if set(staged.get(i, {})) != wanted:
                 raise ValueError(f"optimizer state of parameter {i} holds {sorted(staged.get(i, {}))}; after "
                                  f"{steps} steps {type(self).__name__} keeps {sorted(wanted)}")
         for i, p in enumerate(self.params):
             p.state = {name: p.backend.asarray(a, dtype=p.dtype) for name, a in staged.get(i, {}).items()}
         self.lr = lr
-        self.steps = steps
+        self.steps = int(steps)
 
     @staticmethod
     def state(p: Parameter, name: str) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import itertools
 import json
 import math
 import signal
@@ -262,14 +261,14 @@ def new_run_dir(config: RunConfig, parent: str | Path = "runs") -> Path:
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
     stem = f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for n in itertools.count(1):
-        path = parent / (stem if n == 1 else f"{stem}-{n}")
+    path, n = parent / stem, 1
+    while True:
         try:
             path.mkdir()
+            return path
         except FileExistsError:
-            continue
-        return path
-    raise AssertionError("unreachable")
+            n += 1
+            path = parent / f"{stem}-{n}"
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -379,7 +378,9 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
             optimizer.load_state_dict({**meta["optimizer"], "state": {
                 k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}})
             train_loader.load_state_dict(meta["loader"])
-        except (ValueError, TypeError, KeyError) as exc:
+        except KeyError as exc:
+            raise CheckpointError(f"{meta['path']}: the optimizer or loader record lacks {exc}") from None
+        except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{meta['path']}: {exc}") from None
         if meta.get("backend_rng") is not None and _rng_state(backend) is not None:
             backend.rng.bit_generator.state = meta["backend_rng"]

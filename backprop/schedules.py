@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from backprop.checks import check_number
+from backprop.checks import check_number, check_positive_int
 from backprop.optim import Optimizer
 
 
@@ -29,9 +29,7 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         super().__init__(optimizer)
-        if step_size < 1:
-            raise ValueError(f"step_size must be >= 1, got {step_size}")
-        self.step_size = step_size
+        self.step_size = check_positive_int(step_size, "step_size")
         self.gamma = check_number(gamma, "gamma", lambda v: v > 0, "positive and finite")
 
     def lr_at(self, epoch: int) -> float:
@@ -54,9 +52,7 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, t_max: int, eta_min: float = 0.0) -> None:
         super().__init__(optimizer)
-        if t_max < 1:
-            raise ValueError(f"t_max must be >= 1, got {t_max}")
-        self.t_max = t_max
+        self.t_max = check_positive_int(t_max, "t_max")
         self.eta_min = check_number(eta_min, "eta_min", lambda v: v >= 0, "finite and >= 0")
 
     def lr_at(self, epoch: int) -> float:

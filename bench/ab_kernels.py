@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from backprop import SoftmaxCrossEntropy, get_backend, zoo
+from backprop.checks import int_arg
 from backprop.optim import Adam
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +59,9 @@ def kernels_source(revision: str) -> str:
 
 def interleave(backend: Any, variants: dict[str, tuple[ModuleType, Callable[..., Any]]], model_name: str,
                steps: int, rounds: int) -> dict[str, list[float]]:
-    """images/s of each variant (its kernels and its matmul, swapped into ``backend``), round by round,
-    training one model; within a round the variants take turns, in alternating order."""
+    """images/s of each variant (its kernels and its matmul, swapped into ``backend`` and restored
+    afterwards), round by round, training one model; within a round the variants take turns, in
+    alternating order."""
     model = zoo.MODELS[model_name](backend=backend)
     opt = Adam(model.parameters(), lr=1e-3)
     loss = SoftmaxCrossEntropy(backend)
@@ -76,12 +78,18 @@ def interleave(backend: Any, variants: dict[str, tuple[ModuleType, Callable[...,
             opt.step()
         return n * len(batches[0][1]) / (time.perf_counter() - t)
 
-    for variant in variants:
-        block(variant, 5)  # compile (or load from the cache), then settle
-    rates: dict[str, list[float]] = {variant: [] for variant in variants}
-    for r in range(rounds):
-        for variant in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
-            rates[variant].append(block(variant, steps))
+    kernels, own = backend.k, dict(vars(backend))
+    try:
+        for variant in variants:
+            block(variant, 5)  # compile (or load from the cache), then settle
+        rates: dict[str, list[float]] = {variant: [] for variant in variants}
+        for r in range(rounds):
+            for variant in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+                rates[variant].append(block(variant, steps))
+    finally:  # the backend is shared by the whole process: give it back as it was
+        backend.k = kernels
+        if "matmul" not in own:
+            del backend.matmul
     return rates
 
 
@@ -95,11 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", required=True, help="git revision whose kernels to compare against")
     p.add_argument("--model", default="simpleconvnet", choices=sorted(zoo.MODELS))
-    p.add_argument("--steps", type=int, default=10, help="training steps per block (default 10)")
-    p.add_argument("--rounds", type=int, default=20, help="blocks per side (default 20)")
+    p.add_argument("--steps", type=int_arg(1, "a positive integer"), default=10,
+                   help="training steps per block (default 10)")
+    p.add_argument("--rounds", type=int_arg(1, "a positive integer"), default=20, help="blocks per side (default 20)")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.rounds < 1:
-        p.error("--steps and --rounds must be at least 1")
     source = kernels_source(args.base)
     backend = get_backend("numba")
     with tempfile.TemporaryDirectory() as folder:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 from ab_kernels import interleave, load_module, ratio_summary
 
+from backprop.checks import int_arg
+
 ENVIRONMENTS = {
     "as it comes": {},
     "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
@@ -89,12 +91,12 @@ def one(steps: int, rounds: int) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=10, help="training steps per block (default 10)")
-    p.add_argument("--rounds", type=int, default=20, help="blocks per variant (default 20)")
+    p.add_argument("--steps", type=int_arg(1, "a positive integer"), default=10,
+                   help="training steps per block (default 10)")
+    p.add_argument("--rounds", type=int_arg(1, "a positive integer"), default=20,
+                   help="blocks per variant (default 20)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.steps < 1 or args.rounds < 1:
-        p.error("--steps and --rounds must be at least 1")
     if args.one:
         print(json.dumps(one(args.steps, args.rounds)))
         return 0

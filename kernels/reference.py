@@ -167,11 +167,17 @@ def maxpool2d_backward(xp: Any, dout: Any, argmax: Any, x_shape: tuple[int, ...]
     disjoint = sh >= kh and sw >= kw
     tiled = (sh, sw) == (kh, kw) and (hp, wp) == (sh * oh, sw * ow)
     dx = (xp.empty if tiled else xp.zeros)((n, c, hp, wp), dtype=dout.dtype)
+    # A product with the one-hot mask, in place; where dout holds inf or NaN, a select instead, since
+    # inf * 0 would put NaN beside the winner (the select allocates, and measured 2x slower). A finite
+    # min and max rule out inf and NaN (which both propagate) without a temporary.
+    finite = bool(xp.isfinite(dout.max()) and xp.isfinite(dout.min()))
     for k in range(kh * kw):
         ky, kx = divmod(k, kw)
         dst = dx[:, :, _span(ky, sh, oh), _span(kx, sw, ow)]
-        # a select, not a product with the one-hot mask: inf * 0 would put NaN beside the winner
-        routed = xp.where(argmax == k, dout, dout.dtype.type(0))
+        if finite and disjoint:
+            xp.multiply(dout, argmax == k, out=dst)
+            continue
+        routed = dout * (argmax == k) if finite else xp.where(argmax == k, dout, dout.dtype.type(0))
         if disjoint:
             dst[...] = routed
         else:

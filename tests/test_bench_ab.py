@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ SCRIPT = ROOT / "bench" / "ab_kernels.py"
 
 
 def _git_head() -> bool:
+    if shutil.which("git") is None:
+        return False
     r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "HEAD"], capture_output=True)
     return r.returncode == 0
 
@@ -32,8 +35,32 @@ def test_ab_kernels_against_head_reports_both_sides_and_their_ratio():
     assert median > 0
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_ab_kernels_names_a_revision_it_cannot_read():
     r = subprocess.run([sys.executable, str(SCRIPT), "--base", "no-such-revision-xyz"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode != 0
     assert "cannot read kernels/numba_cpu.py at 'no-such-revision-xyz'" in r.stderr
+
+
+@pytest.mark.skipif(available_backends()["numba"] is not None, reason="needs the numba backend")
+def test_interleave_runs_each_variant_on_its_own_kernels(tmp_path):
+    """Each side's blocks must call that side's kernels: count the calls of a wrapped copy."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import ab_kernels
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    from backprop import get_backend
+    from backprop.kernels import numba_cpu
+    counting = Path(numba_cpu.__file__).read_text() + (
+        "\n_calls = []\n_relu = relu\n\n\ndef relu(*args):\n    _calls.append(1)\n    return _relu(*args)\n")
+    base = ab_kernels.load_module(counting, tmp_path, "numba_cpu_counting")
+    backend = get_backend("numba")
+    shipped = backend.k
+    rates = ab_kernels.interleave(backend, {"shipped": (shipped, backend.matmul), "counting": (base, backend.matmul)},
+                                  "mlp", steps=2, rounds=3)
+    assert backend.k is shipped and "matmul" not in vars(backend)  # the shared backend is given back
+    assert [len(r) for r in rates.values()] == [3, 3] and all(v > 0 for r in rates.values() for v in r)
+    # warm-up 5 steps + 3 rounds of 2, two ReLUs a step
+    assert len(base._calls) == 2 * (5 + 3 * 2)

@@ -192,7 +192,10 @@ def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["train", "--data-dir", "empty", *SMALL]) == 1
     assert "MNIST files not found" in capsys.readouterr().err
-    assert not any((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs").mkdir()  # a runs/ folder that was there before stays
+    assert main(["train", "--data-dir", "empty", *SMALL]) == 1
+    assert (tmp_path / "runs").is_dir() and not any((tmp_path / "runs").iterdir())
 
 
 def test_resume_reads_the_run_s_data_from_anywhere_and_refuses_other_data(tmp_path, monkeypatch, capsys):
@@ -200,8 +203,7 @@ def test_resume_reads_the_run_s_data_from_anywhere_and_refuses_other_data(tmp_pa
     write_fake(tmp_path / "data" / "a", n_train=120, n_test=40, seed=1)
     write_fake(tmp_path / "elsewhere" / "data" / "a", n_train=120, n_test=40, seed=2)  # same names, other pixels
     args = ["--model", "mlp", "--backend", "numpy", "--batch-size", "50", "--no-progress"]
-    assert main(["train", "--epochs", "1", "--data-dir", "data/a", "--run-dir", "run", *args[:-1],
-                 "--no-progress"]) == 0
+    assert main(["train", "--epochs", "1", "--data-dir", "data/a", "--run-dir", "run", *args]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["data_source"] == str((tmp_path / "data" / "a").resolve())
     assert len(config["data_sha256"]) == 64

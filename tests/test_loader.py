@@ -131,3 +131,8 @@ def test_a_batch_larger_than_the_data_gives_one_short_batch_or_none_with_drop_la
     assert [len(xb) for xb, _ in DataLoader(x, None, batch_size=8, shuffle=False)] == [5]
     loader = DataLoader(x, None, batch_size=8, shuffle=False, drop_last=True)
     assert len(loader) == 0 and list(loader) == []
+
+
+def test_normalize_of_strings_is_a_type_error():
+    with pytest.raises(TypeError, match="must be a real number"):
+        DataLoader(np.zeros((2, 1)), None, normalize=("0.5", "0.5"))

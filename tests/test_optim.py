@@ -124,8 +124,10 @@ def test_bad_adaptive_optimizer_arguments(backend, make, expected):
     (lambda opt: bp.StepLR(opt, 1, gamma=-1), "gamma"), (lambda opt: bp.ExponentialLR(opt, gamma=0), "gamma"),
     (lambda opt: bp.ExponentialLR(opt, gamma=float("nan")), "gamma"),
     (lambda opt: bp.CosineAnnealingLR(opt, t_max=4, eta_min=-1), "eta_min"),
+    (lambda opt: bp.CosineAnnealingLR(opt, t_max=float("nan")), "t_max"),
+    (lambda opt: bp.StepLR(opt, step_size=float("nan")), "step_size"),
 ])
-def test_schedules_refuse_what_would_make_the_rate_negative_or_zero(backend, make, expected):
+def test_schedules_refuse_bad_arguments(backend, make, expected):
     opt = bp.SGD([bp.Parameter(backend.zeros((1,)), backend)], lr=0.1)
     with pytest.raises(ValueError, match=expected):
         make(opt)
@@ -134,3 +136,46 @@ def test_schedules_refuse_what_would_make_the_rate_negative_or_zero(backend, mak
 def test_optimizer_needs_parameters():
     with pytest.raises(ValueError, match="no parameters"):
         bp.Adam([])
+
+
+def test_hyperparameters_of_the_wrong_type_are_type_errors(backend):
+    p = [bp.Parameter(backend.zeros((1,)), backend)]
+    for kwargs in ({"lr": "0.1"}, {"lr": None}, {"lr": True}, {"lr": 0.1, "momentum": "0.9"}):
+        with pytest.raises(TypeError, match="must be a real number"):
+            bp.SGD(p, **kwargs)
+
+
+def _step(opt):
+    for q in opt.params:
+        q.grad[...] = 1
+    opt.step()
+
+
+def test_state_dict_round_trips_after_switching_optimizers(backend):
+    """State lives on the parameters: another optimizer's arrays there are not this one's to save."""
+    p = [bp.Parameter(backend.asarray(np.ones((2, 3), np.float32)), backend)]
+    _step(bp.Adam(p))
+    sgd = bp.SGD(p, lr=0.1, momentum=0.9)
+    _step(sgd)
+    state = sgd.state_dict()
+    assert sorted(state["state"]) == ["0.velocity"]
+    sgd.load_state_dict(state)
+    assert sorted(p[0].state) == ["velocity"]
+
+
+def test_a_custom_optimizer_without_state_names_still_round_trips(backend):
+    class HeavyBall(bp.Optimizer):
+        def update(self, q, grad):
+            buf = self.state(q, "buf")
+            buf *= 0.5
+            buf += grad
+            q.data -= self.lr * buf
+
+    p = [bp.Parameter(backend.asarray(np.ones((2,), np.float32)), backend)]
+    opt = HeavyBall(p, lr=0.1)
+    _step(opt)
+    state = opt.state_dict()
+    state["steps"] = np.int64(state["steps"])  # NumPy integers count as ints
+    fresh = HeavyBall(p, lr=0.1)
+    fresh.load_state_dict(state)
+    assert fresh.steps == 1 and sorted(p[0].state) == ["buf"]

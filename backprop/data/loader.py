@@ -44,10 +44,10 @@ class DataLoader:
         if normalize is not None:
             if len(normalize) != 2:
                 raise ValueError(f"normalize must be (mean, std), got {normalize!r}")
-            check_number(normalize[0], "normalize's mean", lambda v: True, "finite")
-            check_number(normalize[1], "normalize's std", lambda v: v > 0, "positive and finite")
+            normalize = (check_number(normalize[0], "normalize's mean", lambda v: True, "finite"),
+                         check_number(normalize[1], "normalize's std", lambda v: v > 0, "positive and finite"))
         if scale is not None:
-            check_number(scale, "scale", lambda v: True, "finite")
+            scale = check_number(scale, "scale", lambda v: True, "finite")
         if resident and backend is None:
             raise ValueError("resident=True needs a backend to keep the data on: pass backend=...")
         if one_hot is not None:
@@ -62,7 +62,7 @@ class DataLoader:
         # (x * scale - mean) / std as one multiply-add: x * a - b
         mean, std = normalize if normalize is not None else (0.0, 1.0)
         self._affine = None if scale is None and normalize is None else (
-            (1.0 if scale is None else float(scale)) / std, mean / std)
+            (1.0 if scale is None else scale) / std, mean / std)
         self.x = backend.asarray(x) if resident else x
         self.y = backend.asarray(y) if resident and y is not None else y
         self.rng = np.random.default_rng(seed)

@@ -20,9 +20,7 @@ import numpy as np
 
 from backprop.checkpoint import atomic_write
 from backprop.checks import int_arg
-from backprop.data.idx import IdxError
-from backprop.data.mnist import (MNIST, SUBSET_FILE, SUBSET_FORMAT, DatasetNotFoundError, find_files,
-                                 read_files)
+from backprop.data.mnist import MNIST, SUBSET_FILE, SUBSET_FORMAT, find_files, read_files
 
 DEFAULT_OUT = Path(__file__).with_name(SUBSET_FILE)
 ATTRIBUTION = ("Subset of the MNIST database of handwritten digits by Yann LeCun, Corinna Cortes and "
@@ -69,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         path = make_subset(args.src_dir, args.out, args.train_per_class, args.test_per_class)
-    except (DatasetNotFoundError, IdxError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # IdxError is a ValueError, DatasetNotFoundError an OSError
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
     print(f"wrote {path} ({path.stat().st_size:,} bytes)")
 

@@ -19,7 +19,10 @@ class _Activation(Layer):
 
     def backward(self, dout: Any) -> Any:
         name = type(self).__name__
-        self.backend.check_array(dout, f"{name} gradient", self.y.dtype)
+        self.backend.check_array(dout, f"{name} gradient")
+        if dout.dtype != self.y.dtype:
+            raise TypeError(f"{name} gradient has dtype {dout.dtype}, but the layer's output is {self.y.dtype}: "
+                            f"cast it with dout.astype({self.y.dtype.name!r})")
         if dout.shape != self.y.shape:
             raise ValueError(f"{name} backward expected a gradient of the output's shape {tuple(self.y.shape)}, "
                              f"got {tuple(dout.shape)}")

@@ -22,12 +22,6 @@ def as_pair(value: int | tuple[int, int], what: str, minimum: int = 1) -> tuple[
     return int(pair[0]), int(pair[1])
 
 
-def check_positive_int(value: Any, what: str) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
-    return int(value)
-
-
 class Layer(Module):
     """``forward(x)`` keeps what ``backward`` needs; ``backward(dout)`` fills ``p.grad`` and returns dx.
 

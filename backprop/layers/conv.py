@@ -7,7 +7,8 @@ from typing import Any
 from backprop.backends import Backend
 from backprop.init import InitSpec, init_std, normal_weights
 from backprop.kernels.reference import conv_output_size
-from backprop.layers.base import Layer, as_pair, check_positive_int
+from backprop.checks import check_positive_int
+from backprop.layers.base import Layer, as_pair
 from backprop.parameter import Parameter
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from backprop.backends import Backend
 from backprop.init import InitSpec, init_std, normal_weights
-from backprop.layers.base import Layer, check_positive_int
+from backprop.checks import check_positive_int
+from backprop.layers.base import Layer
 from backprop.parameter import Parameter
 
 

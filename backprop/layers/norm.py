@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from backprop.backends import Backend
-from backprop.checks import check_number
-from backprop.layers.base import Layer, check_positive_int
+from backprop.checks import check_number, check_positive_int
+from backprop.layers.base import Layer
 from backprop.parameter import Parameter
 
 
