@@ -15,7 +15,7 @@ class Parameter:
     """``data`` and ``grad`` (same shape, dtype and backend); ``backward`` overwrites ``grad``."""
 
     def __init__(self, data: Any, backend: Backend) -> None:
-        backend.check_array(data, "parameter data")
+        backend.check_array(data, "parameter data", backend.dtype)
         self.backend = backend
         self.data = data
         self.grad = backend.xp.zeros_like(data)

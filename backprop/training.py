@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from backprop.data.loader import DataLoader
 from backprop.layers.base import Layer
-from backprop.layers.norm import _BatchNorm
+from backprop.layers.norm import BatchNorm1D
 from backprop.losses import MSE, BCEWithLogits, BinaryCrossEntropy, Loss
 from backprop.optim import Optimizer
 from backprop.schedules import LRScheduler
@@ -61,8 +62,10 @@ def _host(a: Any, backend: Any) -> np.ndarray:
     return backend.to_numpy(a) if backend.is_array(a) else np.asarray(a)
 
 
-def _check_data(model: Layer, loss: Loss | None, x: np.ndarray, y: np.ndarray, what: str) -> None:
-    """Refuse data that would fail or poison training, before any update: sizes, NaN/Inf, targets."""
+def _check_data(model: Layer, loss: Loss | None, x: np.ndarray, y: np.ndarray, what: str,
+                accuracy: bool = False) -> None:
+    """Refuse data that would fail or poison training, before any update: sizes, NaN/Inf, and targets
+    against the loss (or, without one, against ``accuracy``'s needs)."""
     if len(x) != len(y):
         raise ValueError(f"{what}: x has {len(x)} samples but y has {len(y)}")
     if len(x) == 0:
@@ -71,21 +74,58 @@ def _check_data(model: Layer, loss: Loss | None, x: np.ndarray, y: np.ndarray, w
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             bad = np.argwhere(~np.isfinite(a))[0]
             raise ValueError(f"{what}: {name} holds NaN or Inf (first at index {tuple(int(i) for i in bad)})")
-    if loss is not None:
-        was_training = model.training
-        model.eval()
-        try:
-            out = model.forward(model.backend.asarray(x[:1]))
-        finally:
-            model.train(was_training)
-        loss.check_target((len(x), *out.shape[1:]), y)
+    if loss is not None or accuracy:
+        with _mode(model, False):
+            out_shape = (len(x), *model.forward(model.backend.asarray(x[:1])).shape[1:])
+        if loss is not None:
+            loss.check_target(out_shape, y)
+        else:
+            _check_class_targets(out_shape, y, what)
 
 
-def _has_batchnorm(layer: Layer) -> bool:
-    return isinstance(layer, _BatchNorm) or any(_has_batchnorm(sub) for sub in getattr(layer, "layers", ()))
+def _check_class_targets(out_shape: tuple[int, ...], y: np.ndarray, what: str) -> None:
+    """Targets accuracy can be counted against: for (N, K>1) outputs, integer labels (N,) in [0, K) or
+    rows (N, K); for other outputs, one target per output value."""
+    if len(out_shape) == 2 and out_shape[1] > 1:
+        k = out_shape[1]
+        if y.ndim == 1 and y.dtype.kind in "iu":
+            if int(y.min()) < 0 or int(y.max()) >= k:
+                raise ValueError(f"{what}: labels must lie in [0, {k - 1}] for {k} outputs, got values in "
+                                 f"[{int(y.min())}, {int(y.max())}]")
+        elif not (y.ndim == 2 and y.shape[1] == k):
+            raise ValueError(f"{what}: targets of shape {tuple(y.shape)} {y.dtype} fit neither integer labels "
+                             f"({out_shape[0]},) nor rows ({out_shape[0]}, {k}) for outputs {out_shape}")
+    elif y.size != math.prod(out_shape):
+        raise ValueError(f"{what}: targets of shape {tuple(y.shape)} do not fit outputs {out_shape}")
+
+
+def _modules(layer: Layer) -> Iterator[Layer]:
+    """``layer`` and, for a Sequential, every layer inside it, nested ones included."""
+    yield layer
+    for sub in getattr(layer, "layers", ()):
+        yield from _modules(sub)
+
+
+@contextmanager
+def _mode(model: Layer, training: bool) -> Iterator[None]:
+    """``model`` in training or inference mode inside the block; afterwards every layer gets back its own
+    mode (a BatchNorm frozen with ``model[i].eval()`` stays frozen)."""
+    before = [(m, m.training) for m in _modules(model)]
+    model.train(training)
+    try:
+        yield
+    finally:
+        for m, mode in before:
+            m.training = mode
+
+
+def _all_finite(backend: Any, arrays: Sequence[Any]) -> bool:
+    return all(bool(backend.xp.isfinite(a).all()) for a in arrays)
 
 
 def _check_metrics(metrics: Sequence[str]) -> None:
+    if isinstance(metrics, str):
+        raise TypeError(f"metrics must be a sequence of names, such as ({metrics!r},), got the string {metrics!r}")
     for m in metrics:
         if m not in METRICS:
             raise ValueError(f"unknown metric {m!r}: choose from {METRICS}")
@@ -114,17 +154,26 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
         validation_data = (_host(validation_data[0], backend), _host(validation_data[1], backend))
         _check_data(model, loss, *validation_data, "validation data")
     threshold = _threshold(loss)
+    if seed is None and shuffle:  # the order then follows manual_seed, as in PyTorch
+        seed = int(backend.rng.integers(0, 2**31))
     loader = DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, backend=backend)
-    if batch_size is not None and 1 < batch_size < len(x) and len(x) % batch_size == 1 and _has_batchnorm(model):
+    if batch_size is not None and 1 < batch_size < len(x) and len(x) % batch_size == 1 and any(
+            isinstance(m, BatchNorm1D) for m in _modules(model)):  # (BatchNorm2D also averages over H, W)
         raise ValueError(f"{len(x)} samples in batches of {batch_size} leave a last batch of one sample, "
-                         "which BatchNorm cannot normalize: choose another batch_size")
+                         "which BatchNorm1D cannot normalize: choose another batch_size")
     # Weights and buffers (BatchNorm statistics) as of the last batch whose loss was finite.
     tracked = [p.data for p in model.parameters()] + list(model.named_buffers().values())
     last_good = [a.copy() for a in tracked]
     history: dict[str, list[float]] = {"loss": [], **{m: [] for m in metrics}}
-    was_training = model.training
-    model.train()
-    try:
+
+    def diverged(what: str) -> TrainingDivergedError:
+        for a, good in zip(tracked, last_good):
+            a[...] = good
+        return TrainingDivergedError(f"{what}: training stopped and the last weights and statistics that gave "
+                                     "a finite loss were restored; lower the learning rate or clip gradients "
+                                     "(clip_norm=...)")
+
+    with _mode(model, True):
         for epoch in range(1, epochs + 1):
             total_loss, seen, correct, counted = 0.0, 0, 0, 0
             bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress,
@@ -133,13 +182,7 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
                 out = model.forward(xb)
                 value = float(loss.forward(out, yb))
                 if not math.isfinite(value):
-                    for a, good in zip(tracked, last_good):
-                        a[...] = good
-                    raise TrainingDivergedError(
-                        f"loss became {value} at epoch {epoch}, batch {batch}: training stopped and the "
-                        "last weights and statistics that gave a finite loss were restored; lower the "
-                        "learning rate or "
-                        "clip gradients (clip_norm=...)")
+                    raise diverged(f"loss became {value} at epoch {epoch}, batch {batch}")
                 model.backward_params(loss.backward())
                 for a, good in zip(tracked, last_good):
                     good[...] = a
@@ -151,11 +194,15 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
                     correct, counted = correct + c, counted + t
                 if progress:
                     bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+            if not _all_finite(backend, tracked):  # the epoch's last update, which no loss has seen yet
+                raise diverged(f"the weights became NaN or Inf in the last update of epoch {epoch}")
             history["loss"].append(total_loss / seen)
             if "accuracy" in metrics:
                 history["accuracy"].append(correct / counted)
             if validation_data is not None:
                 scores = evaluate(model, *validation_data, loss=loss, metrics=metrics)
+                if not math.isfinite(scores["loss"]):
+                    raise diverged(f"the validation loss became {scores['loss']} after epoch {epoch}")
                 for k, v in scores.items():
                     history.setdefault(f"val_{k}", []).append(v)
             if scheduler is not None:
@@ -163,8 +210,6 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
             if progress:
                 summary = "  ".join(f"{k} {v[-1]:.4f}" for k, v in history.items())
                 tqdm.write(f"epoch {epoch}/{epochs}  {summary}")
-    finally:
-        model.train(was_training)
     return history
 
 
@@ -172,13 +217,9 @@ def predict(model: Layer, x: Any, batch_size: int = 1000) -> np.ndarray:
     """Outputs for ``x`` in inference mode, batch by batch, as a host NumPy array."""
     backend = model.backend
     x = _host(x, backend)
-    was_training = model.training
-    model.eval()
-    try:
+    with _mode(model, False):
         outs = [backend.to_numpy(model.forward(xb))
                 for xb, _ in DataLoader(x, batch_size=batch_size, shuffle=False, backend=backend)]
-    finally:
-        model.train(was_training)
     return np.concatenate(outs)
 
 
@@ -195,12 +236,10 @@ def evaluate(model: Layer, x: Any, y: Any, *, loss: Loss | None = None,
     x, y = _host(x, backend), _host(y, backend)
     if loss is not None:
         loss.to(backend)
-    _check_data(model, loss, x, y, "evaluation data")
+    _check_data(model, loss, x, y, "evaluation data", accuracy="accuracy" in metrics)
     threshold = _threshold(loss)
     total_loss, correct, counted = 0.0, 0, 0
-    was_training = model.training
-    model.eval()
-    try:
+    with _mode(model, False):
         for xb, yb in DataLoader(x, y, batch_size=batch_size, shuffle=False, backend=backend):
             out = model.forward(xb)
             if loss is not None:
@@ -208,8 +247,6 @@ def evaluate(model: Layer, x: Any, y: Any, *, loss: Loss | None = None,
             if metrics:
                 c, t = correct_count(out, yb, threshold)
                 correct, counted = correct + c, counted + t
-    finally:
-        model.train(was_training)
     scores = {"loss": total_loss / len(x)} if loss is not None else {}
     if "accuracy" in metrics:
         scores["accuracy"] = correct / counted

@@ -192,6 +192,73 @@ def test_batchnorm_with_a_last_batch_of_one_is_refused_before_training(backend, 
         np.testing.assert_array_equal(v, before[k])
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
+def test_divergence_in_the_last_update_or_the_validation_loss_is_caught_too(backend, rng):
+    """A run whose last step blows the weights up has no later loss to notice it."""
+    x, y = regression_data(rng, 8)
+    model = bp.Sequential(bp.Linear(3, 1, backend=backend))
+    before = weights(model)
+    with pytest.raises(bp.TrainingDivergedError, match="last update of epoch 1"):
+        model.fit(x, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=1e38), epochs=1, progress=False)
+    for k, v in weights(model).items():  # the weights before that update, which gave a finite loss
+        np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(bp.TrainingDivergedError, match="validation loss became inf after epoch 1"):
+        model.fit(x, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=0.01), epochs=1, progress=False,
+                  validation_data=(x * 1e30, y))  # finite data whose squared error overflows float32
+
+
+def test_manual_seed_fixes_the_shuffling_of_fit(backend, rng):
+    x, y = regression_data(rng, 40)
+    runs = []
+    for _ in range(2):
+        bp.manual_seed(0)
+        model = bp.Sequential(bp.Linear(3, 1, backend=backend))
+        runs.append(model.fit(x, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=2, batch_size=8,
+                              progress=False)["loss"])
+    assert runs[0] == runs[1]
+
+
+def test_batchnorm2d_takes_a_last_batch_of_one_image(backend, rng):
+    """BatchNorm2D averages over H and W too, so one image is enough; only BatchNorm1D needs two."""
+    with bp.use_backend(backend):
+        model = bp.Sequential(bp.Conv2D(1, 2, 3), bp.BatchNorm2D(2), bp.Flatten(), bp.Linear(2 * 2 * 2, 1))
+    x = rng.standard_normal((5, 1, 4, 4)).astype(np.float32)
+    model.fit(x, rng.standard_normal((5, 1)).astype(np.float32), loss=bp.MSE(),
+              optimizer=bp.SGD(model.parameters()), batch_size=2, progress=False)
+
+
+def test_predict_and_evaluate_give_each_layer_its_own_mode_back(backend, rng):
+    model = small_cnn(backend)
+    model.train()
+    model[1].eval()  # a frozen BatchNorm
+    x = rng.standard_normal((4, 1, 8, 8)).astype(np.float32)
+    model.predict(x)
+    model.evaluate(x, np.array([0, 1, 2, 0]))
+    assert model.training and not model[1].training and model[5].training
+
+
+@pytest.mark.parametrize("y, message", [
+    (np.array([[0], [1], [2], [0]]), r"fit neither integer labels \(4,\) nor rows \(4, 3\)"),
+    (np.eye(4)[[0, 1, 2, 3]], r"fit neither integer labels"),
+    (np.array([0, 1, 12, 0]), r"labels must lie in \[0, 2\] for 3 outputs"),
+])
+def test_accuracy_without_a_loss_checks_the_targets(backend, rng, y, message):
+    model = small_cnn(backend)
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(rng.standard_normal((4, 1, 8, 8)).astype(np.float32), y)
+
+
+def test_metrics_must_be_a_sequence_of_names(backend, rng):
+    model = small_cnn(backend)
+    with pytest.raises(TypeError, match=r"such as \('accuracy',\)"):
+        model.evaluate(rng.standard_normal((4, 1, 8, 8)).astype(np.float32), np.zeros(4, int), metrics="accuracy")
+
+
+def test_parameter_data_must_have_the_backend_s_dtype(backend):
+    with pytest.raises(TypeError, match="parameter data has dtype float64, but the parameters are float32"):
+        bp.Parameter(backend.xp.zeros((3, 2), dtype=np.float64), backend)
+
+
 def test_accuracy_counts(backend):
     from backprop.training import correct_count
     a = backend.asarray
