@@ -20,7 +20,7 @@ def init_std(spec: InitSpec, fan_in: int, fan_out: int, nonlinearity: str | None
     ``spec`` is "auto" (He when the next nonlinearity is "relu", else Glorot), "he", "glorot", or a
     number used as the std itself (the classic ``weight_init_std = 0.01``).
     """
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+    if not isinstance(spec, str):  # a number (NumPy's too); anything else is a TypeError from the check
         return check_number(spec, "init std", lambda v: v > 0, "positive and finite")
     if spec == "auto":
         spec = "he" if nonlinearity == "relu" else "glorot"

@@ -14,6 +14,13 @@ from backprop.layers import Conv2D, Dropout, Flatten, Layer, Linear, MaxPool2D, 
 from backprop.model import Sequential
 
 
+def _check_size(model: str, image_size: int, smallest: int) -> None:
+    """Refuse images too small for the architecture, before its first Linear would get 0 inputs."""
+    if not isinstance(image_size, int) or image_size < smallest:
+        raise ValueError(f"{model} needs images of at least {smallest}x{smallest} pixels, got "
+                         f"image_size={image_size!r}")
+
+
 def _build(backend: str | Backend | None, make: Callable[[], list[Layer]]) -> Sequential:
     if backend is None:
         return Sequential(*make())
@@ -24,6 +31,7 @@ def _build(backend: str | Backend | None, make: Callable[[], list[Layer]]) -> Se
 def simple_conv_net(*, in_channels: int = 1, image_size: int = 28, classes: int = 10, channels: int = 30,
                     hidden: int = 100, backend: str | Backend | None = None) -> Sequential:
     """Conv 30@5x5 - ReLU - MaxPool 2 - Linear (4320 -> 100 on 28x28 input) - ReLU - Linear (100 -> 10)."""
+    _check_size("SimpleConvNet", image_size, 6)
     pooled = (image_size - 4) // 2
     return _build(backend, lambda: [
         Conv2D(in_channels, channels, 5), ReLU(), MaxPool2D(2), Flatten(),
@@ -34,6 +42,7 @@ def lenet5(*, in_channels: int = 1, image_size: int = 28, classes: int = 10,
            backend: str | Backend | None = None) -> Sequential:
     """LeNet-5 in its modern form (ReLU and max pooling): Conv 6@5x5 (padded, so 28x28 works like the
     original 32x32) - pool - Conv 16@5x5 - pool - Linear 400 -> 120 -> 84 -> classes."""
+    _check_size("LeNet5", image_size, 12)
     size = ((image_size // 2) - 4) // 2
     return _build(backend, lambda: [
         Conv2D(in_channels, 6, 5, pad=2), ReLU(), MaxPool2D(2),
@@ -59,6 +68,7 @@ def deep_conv_net(*, in_channels: int = 1, image_size: int = 28, classes: int = 
     """The deeper VGG-like network of the classic from-scratch book: six 3x3 convolutions (16, 16, 32,
     32, 64, 64 channels; the fourth padded by 2) with max pooling after every second, then Linear -> 50
     - ReLU - Dropout - Linear -> classes - Dropout, as the book has it."""
+    _check_size("DeepConvNet", image_size, 4)
     size = image_size // 2                 # conv, conv, pool
     size = (size + 2) // 2                 # conv, conv (pad 2 adds 2), pool
     size = size // 2                       # conv, conv, pool

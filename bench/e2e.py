@@ -1,4 +1,5 @@
-"""End-to-end training benchmark: every backprop backend x every zoo model, with PyTorch alongside.
+"""End-to-end training benchmark: every backprop backend x the zoo models PyTorch can mirror
+(simpleconvnet, lenet5, mlp; deepconvnet has Dropout, whose masks differ), with PyTorch alongside.
 
     python bench/e2e.py                     # all available backends, simpleconvnet, lenet5, mlp
     python bench/e2e.py --quick             # under a minute: fewer steps, accuracy after 1,000 images
@@ -35,9 +36,11 @@ is memory reserved by each caching allocator: CuPy's memory pool size at the end
 blocks, so that is its high-water mark) and ``torch.cuda.max_memory_reserved()``.
 
 FLOPs per training step are counted analytically from conv and linear layers only: forward = 2 x MACs,
-backward = 2 x forward (gradient w.r.t. the input and w.r.t. the weights, counted for every layer,
-the first included), so one step = 3 x forward. Activations, pooling, loss and the optimizer are not
-counted. The machine's float32 matmul peak is the median rate of a 2048x2048 NumPy matmul.
+backward = the gradient w.r.t. the weights of every layer plus the gradient w.r.t. the input of every
+layer but the first (neither backprop nor PyTorch computes that one), so one step = 3 x forward - 2 x
+the first layer's MACs. Activations, pooling, loss and the optimizer are not counted. images/s counts
+the images of the timed steps (a short last batch counts as short). The machine's float32 matmul peak
+is the median rate of a 2048x2048 NumPy matmul; "% matmul peak" is given for the CPU rows only.
 """
 
 from __future__ import annotations
@@ -102,31 +105,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- FLOPs ------------------------------------------------------------------------------------------
-def forward_macs(model: Any, shape: tuple[int, int, int] = (1, 28, 28)) -> int:
-    """Multiply-adds of the conv and linear layers for one image, propagating the shape through."""
+def layer_macs(model: Any, shape: tuple[int, int, int] = (1, 28, 28)) -> list[int]:
+    """Multiply-adds of each conv and linear layer for one image, in order, propagating the shape."""
     from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D
     c, h, w = shape
     flat: int | None = None
-    macs = 0
+    macs = []
     for layer in model.layers:
         if isinstance(layer, (Conv2D, MaxPool2D)):
             (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.pad
             h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
             if isinstance(layer, Conv2D):
-                macs += h * w * layer.out_channels * layer.in_channels * kh * kw
+                macs.append(h * w * layer.out_channels * layer.in_channels * kh * kw)
                 c = layer.out_channels
         elif isinstance(layer, Flatten):
             flat = c * h * w
         elif isinstance(layer, Linear):
             n_in, n_out = layer.W.data.shape
             assert flat in (None, n_in), (flat, n_in)
-            macs += n_in * n_out
+            macs.append(n_in * n_out)
             flat = n_out
     return macs
 
 
 def step_flops(model: Any, batch: int = BATCH) -> int:
-    return 3 * 2 * forward_macs(model) * batch
+    """Forward, weight gradients, and input gradients of all but the first layer (see the docstring)."""
+    macs = layer_macs(model)
+    return 2 * (3 * sum(macs) - macs[0]) * batch
 
 
 def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
@@ -168,6 +173,7 @@ def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> di
     context = clock() - t
     train, test = loaders(data, config, backend)
     epoch = list(train)  # every batch on the backend before any clock starts, as for torch
+    backend.synchronize()  # (on the GPU, the batches' scaling may still be queued)
     t0 = clock()
     model, opt = build(config, backend, classes=10)
     loss = SoftmaxCrossEntropy(backend)
@@ -189,11 +195,13 @@ def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> di
     rates = []
     for _ in range(args.windows):
         backend.synchronize()
-        t = clock()
+        t, images = clock(), 0
         for _ in range(args.steps):
-            step(*next(endless))
+            xb, yb = next(endless)
+            step(xb, yb)
+            images += len(xb)
         backend.synchronize()
-        rates.append(args.steps * BATCH / (clock() - t))
+        rates.append(images / (clock() - t))
     row = {"cold_start_s": cold, "images_per_s": statistics.median(rates), "window_images_per_s": rates,
            "test_acc": test_acc, "test_loss": test_loss, "flops_per_step": step_flops(model)}
     if backend.name == "cupy":  # the pool keeps what it once held, so its size is the high-water mark
@@ -257,8 +265,9 @@ def run_torch(model_name: str, args: argparse.Namespace, device: str = "cpu") ->
     train, test = loaders(data, config, host)  # the same batches, same [0, 1] scaling
     epoch = [(torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)) for xb, yb in train]
     tests = [(torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)) for xb, yb in test]
+    ours, _ = build(config, host, classes=10)  # same seed, same initial weights (not torch's cold start)
+    sync()
     t0 = clock()
-    ours, _ = build(config, host, classes=10)  # same seed, same initial weights
     model = torch_model(ours).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -286,11 +295,13 @@ def run_torch(model_name: str, args: argparse.Namespace, device: str = "cpu") ->
     rates = []
     for _ in range(args.windows):
         sync()
-        t = clock()
+        t, images = clock(), 0
         for _ in range(args.steps):
-            step(*next(endless))
+            xb, yb = next(endless)
+            step(xb, yb)
+            images += len(yb)
         sync()
-        rates.append(args.steps * BATCH / (clock() - t))
+        rates.append(images / (clock() - t))
     row = {"cold_start_s": cold, "images_per_s": statistics.median(rates), "window_images_per_s": rates,
            "test_acc": correct / n, "test_loss": total / n, "flops_per_step": step_flops(ours),
            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
@@ -402,9 +413,11 @@ def table(rows: list[dict[str, Any]], peak: float) -> str:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['backend']} | error: {r['error']} |" + " |" * 8)
             continue
+        on_gpu = r["backend"] in GPU_BACKENDS or TORCH_DEVICES.get(r["backend"]) == "cuda"
+        share = "-" if on_gpu else f"{100 * r['gflops'] / peak:.1f}"  # the peak is the CPU's
         lines.append(
             f"| {r['model']} | {r['backend']} | {r['cold_start_s']:.2f} | {r['images_per_s']:,.0f} | "
-            f"{r['s_per_epoch']:.1f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.1f} | "
+            f"{r['s_per_epoch']:.1f} | {r['gflops']:.1f} | {share} | "
             f"{r['peak_rss_mb']:.0f} | {fmt(r.get('peak_gpu_mb'), '.0f')} | {100 * r['test_acc']:.1f}% | "
             f"{fmt(r.get('vs_torch'), '.2f')} |")
     return "\n".join(lines)
@@ -494,7 +507,9 @@ def main(args: argparse.Namespace) -> int:
     md = table(rows, peak)
     print()
     print(md)
-    notes = ("FLOPs: conv + linear only, forward = 2 x MACs, backward = 2 x forward (one step = 3 x forward). "
+    notes = ("FLOPs: conv + linear only, forward = 2 x MACs, backward = 2 x forward less the first layer's input "
+             "gradient, which no implementation computes. % matmul peak: against the CPU's NumPy matmul, CPU rows "
+             "only. "
              f"Accuracy: one epoch over {args.train_images:,} training images of the embedded subset, "
              "tested on its 1,000 test images." + (" (--quick: a partial epoch.)" if args.quick else ""))
     print("\n" + notes)

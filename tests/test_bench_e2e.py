@@ -37,8 +37,10 @@ def test_e2e_quick_numpy_mlp_without_torch(tmp_path):
         assert row[key] > 0, key
     assert 0 < row["test_acc"] <= 1
     assert "vs_torch" not in row and "peak_gpu_mb" not in row
-    # forward MACs of the 784-100-100-10 MLP, x2 for FLOPs, x3 for a training step, x100 images
-    assert row["flops_per_step"] == 3 * 2 * (784 * 100 + 100 * 100 + 100 * 10) * 100
+    # forward MACs of the 784-100-100-10 MLP, x2 for FLOPs, x3 for a training step less the first
+    # layer's input gradient (which nobody computes), x100 images
+    macs = [784 * 100, 100 * 100, 100 * 10]
+    assert row["flops_per_step"] == 2 * (3 * sum(macs) - macs[0]) * 100
 
 
 def test_missing_torch_is_reported(tmp_path, monkeypatch):
@@ -117,3 +119,18 @@ def test_missing_pytest_benchmark_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(e2e.importlib.util, "find_spec",
                         lambda name, *a: None if name == "pytest_benchmark" else real(name, *a))
     assert "pytest-benchmark is not installed" in e2e.kernel_benchmarks(tmp_path / "k.json", quick=True)
+
+
+def test_matmul_peak_share_is_given_for_cpu_rows_only():
+    """The peak is a NumPy matmul on the CPU: a GPU row's share of it would mean nothing."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import e2e
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    row = {"model": "mlp", "cold_start_s": 1.0, "images_per_s": 1000.0, "s_per_epoch": 60.0, "gflops": 50.0,
+           "peak_rss_mb": 100.0, "test_acc": 0.9}
+    md = e2e.table([{**row, "backend": "numba"}, {**row, "backend": "cupy"}, {**row, "backend": "torch-cuda"}],
+                   peak=200.0)
+    cells = {line.split("|")[2].strip(): line.split("|")[7].strip() for line in md.splitlines()[2:]}
+    assert cells == {"numba": "25.0", "cupy": "-", "torch-cuda": "-"}

@@ -136,3 +136,10 @@ def test_train_eval_flags_propagate(on):
     assert not model.training and not model[1].training
     model.train()
     assert model[1].training
+
+
+def test_init_takes_a_numpy_number_as_the_std_and_refuses_what_is_no_number(on):
+    layer = bp.Linear(400, 300, init=np.float32(0.01))
+    assert float(on.to_numpy(layer.W.data).std()) == pytest.approx(0.01, rel=0.02)
+    with pytest.raises(TypeError, match="init std must be a real number"):
+        bp.Linear(2, 2, init=None)

@@ -62,3 +62,10 @@ def test_simple_conv_net_learns_the_embedded_subset(tmp_path):
     # Seeds 0-3 give 89.4-90.6% (chance is 10%); the margin absorbs BLAS and platform differences.
     assert history[-1]["test_acc"] > 0.85, history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("name, smallest", [("simpleconvnet", 6), ("lenet5", 12), ("deepconvnet", 4)])
+def test_images_too_small_for_an_architecture_are_refused_by_name(name, smallest):
+    bp.zoo.build_model(name, image_size=smallest).forward(np.zeros((1, 1, smallest, smallest), np.float32))
+    with pytest.raises(ValueError, match=f"at least {smallest}x{smallest} pixels"):
+        bp.zoo.build_model(name, image_size=smallest - 1)
