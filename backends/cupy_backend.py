@@ -115,7 +115,10 @@ class CupyBackend(Backend):
     # -- matrix products and convolution lowering ------------------------------------------------------
     def matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
         with self._guard("matmul", a, b):
-            return self.xp.matmul(a, b, out=out)  # cuBLAS; with out=, nothing is allocated
+            # cuBLAS. CuPy's matmul copies an operand that is not C-contiguous, and computes into a
+            # temporary when ``out`` is not C-contiguous (conv.py passes transposed views of both
+            # kinds): an extra pass that a GPU profile should weigh against other layouts.
+            return self.xp.matmul(a, b, out=out)
 
     def im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
         if not self._native(x):
@@ -179,8 +182,9 @@ class CupyBackend(Backend):
         return self._activation("softmax_backward", dout, y)
 
     def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
-        labels = np.dtype(target.dtype).kind in "iu"
-        if (logits.ndim != 2 or logits.size == 0 or not self._native(logits, *(() if labels else (target,)))):
+        labels = target.ndim == 1  # as the reference decides: (N,) labels, else (N, K) probabilities
+        if (logits.ndim != 2 or logits.size == 0 or (labels and np.dtype(target.dtype).kind not in "iu")
+                or not self._native(logits, *(() if labels else (target,)))):
             return super().softmax_cross_entropy(logits, target)
         with self._guard("softmax_cross_entropy", logits, target):
             return cuda.softmax_cross_entropy(logits, target)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU job in one call of the device tool: install, record the device, run the full test suite
 # (GPU tests included), then the kernel micro-benchmarks and the end-to-end harness. Everything lands in
-# $OUT (at most 8 files come back from the device machine), to be committed under bench/results/.
+# $OUT (8 files: at most 8 come back from the device machine), to be committed under bench/results/.
 #
 # The device image already holds CuPy, Numba, torch, pytest, pytest-benchmark, hypothesis, tqdm and
 # matplotlib (see the device tool's KINDS.md), so nothing needs carrying:
@@ -12,18 +12,26 @@ PY=${PY:-python3}  # on the device machine, python3 is the interpreter that hold
 OUT=${OUT:-bench/results/gpu-$(date +%F)}
 mkdir -p "$OUT"
 log="$OUT/log.txt"
+# Each stage has its own time limit inside the device call's 10 minutes and writes its output straight
+# into $OUT, so a stage that runs over is cut short (SIGINT: pytest still prints its summary) and
+# whatever the earlier stages wrote still comes back.
+stage() {  # stage SECONDS OUTPUT-FILE COMMAND...
+  local secs=$1 file=$2
+  shift 2
+  timeout --signal=INT --kill-after=15 "$secs" "$@" > "$file" 2>&1
+  echo "== exit $? after at most ${secs}s: $*" >> "$log"
+}
 {
   echo "== commit ${COMMIT:-unknown}, $(date -u +%FT%TZ)"
   nvidia-smi || echo "nvidia-smi: not available"
   $PY -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -n 3
   $PY -c "import numpy, backprop; print('numpy', numpy.__version__); print(backprop.available_backends())"
   $PY -c "import cupy; print('cupy', cupy.__version__)" || true
-  echo "== tests (all, GPU included)"
-  $PY -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tail -n 60
-  echo "pytest exit ${PIPESTATUS[0]}"
 } > "$log" 2>&1
-$PY -m pytest -q -p no:cacheprovider bench/test_kernels_bench.py --benchmark-only \
-  --benchmark-json="$OUT/kernels.json" --benchmark-columns=median,iqr,rounds > "$OUT/kernels.txt" 2>&1
-$PY bench/e2e.py --rounds 1 --out "$OUT" > "$OUT/e2e.txt" 2>&1  # one round: the device call has 10 minutes
-tail -n 4 "$log"
+stage 270 "$OUT/tests.txt" $PY -m pytest -q -p no:cacheprovider -rs tests  # all, GPU included
+stage 110 "$OUT/kernels.txt" $PY -m pytest -q -p no:cacheprovider bench/test_kernels_bench.py --benchmark-only \
+  --benchmark-json="$OUT/kernels.json" --benchmark-columns=median,iqr,rounds
+stage 170 "$OUT/e2e.txt" $PY bench/e2e.py --rounds 1 --out "$OUT"  # e2e adds its .json, .md and .png
+cat "$log"
+tail -n 3 "$OUT/tests.txt"
 tail -n 16 "$OUT/e2e.txt"

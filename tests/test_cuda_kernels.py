@@ -177,6 +177,17 @@ def test_relu_propagates_nan_as_the_reference(runner, dtype):
     np.testing.assert_array_equal(host(cuda.relu(dev(runner, x), runner=runner)), ref.relu(np, x))
 
 
+@pytest.mark.gpu
+def test_float32_subnormals_are_flushed_on_the_gpu():
+    """CuPy compiles with -ftz=true (kernels/cuda.py says so): pin it, so a GPU run shows whether the
+    docs still hold. float64 keeps its subnormals."""
+    runner = gpu_runner()
+    x = np.array([1e-40, 2.0], np.float32)
+    np.testing.assert_array_equal(host(cuda.relu(dev(runner, x), runner=runner)), [0.0, 2.0])
+    x64 = np.array([1e-310, 2.0])
+    np.testing.assert_array_equal(host(cuda.relu(dev(runner, x64), runner=runner)), x64)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,k", [(1, 2), (5, 3), (33, 10), (70, 1), (4, 257)])
 @pytest.mark.parametrize("labels", ["int64", "int32", "probabilities"])

@@ -459,6 +459,16 @@ def test_float32_sigmoid_stays_accurate_down_to_the_end_of_the_normal_range(back
                                rtol=0, atol=np.finfo(np.float32).tiny)
 
 
+def test_an_integer_target_of_rows_is_probabilities_on_every_backend(backend):
+    """The reference tells labels from probabilities by the target's rank, not its dtype."""
+    logits = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], np.float32)
+    one_hot = np.array([[0, 1, 0], [0, 0, 1]])
+    loss_ref, grad_ref = get_backend("numpy").softmax_cross_entropy(logits, one_hot.astype(np.float32))
+    loss, grad = backend.softmax_cross_entropy(backend.asarray(logits), backend.xp.asarray(one_hot))
+    np.testing.assert_allclose(float(loss), float(loss_ref), rtol=1e-6)
+    np.testing.assert_allclose(host(backend, grad), grad_ref, rtol=1e-6, atol=1e-7)
+
+
 def test_bias_kernels_refuse_shapes_that_do_not_fit(backend):
     y = backend.asarray(np.ones((2, 3, 4), np.float32))
     with pytest.raises(ValueError):
