@@ -91,6 +91,12 @@ class Backend:
         """Restart the generator: the same seed gives the same numbers on the same backend."""
         self.rng = self.xp.random.default_rng(seed)
 
+    def draw_seed(self) -> int:
+        """A seed for a host-side generator (a DataLoader's shuffling), drawn from this backend's seeded
+        one, so that :func:`manual_seed` fixes it too (CuPy's generator has ``randint``, not ``integers``)."""
+        draw = getattr(self.rng, "integers", None) or self.rng.randint
+        return int(draw(0, 2**31))
+
     def standard_normal(self, shape: Any, dtype: DTypeLike | None = None) -> Any:
         return self.rng.standard_normal(shape, dtype=self.dtype if dtype is None else dtype)
 

@@ -69,13 +69,13 @@ class Sequential(Layer):
         return _backward(self.layers, dout)
 
     def backward_params(self, dout: Any) -> None:
-        """Backward for training: the first layer's input gradient is never needed, so it is skipped
-        (for a Conv2D first layer that saves a GEMM and a whole col2im per step). A ReLU and
-        max-pooling in front have no parameters: the pair is skipped whole (its forward was folded)."""
-        if _relu_then_pool(self.layers, 1):
-            _backward(self.layers[2:], dout)
-        else:
-            self.layers[0].backward_params(_backward(self.layers[1:], dout))
+        """Backward for training: gradients of the parameters only. Layers in front of the first one
+        with parameters (a Flatten; a ReLU and max-pooling, whose forward was folded) need no gradient,
+        and neither does that first layer's input: both are skipped (for a Conv2D first layer that saves
+        a GEMM and a whole col2im per step; for an MLP behind a Flatten, its largest GEMM)."""
+        first = next((i for i, layer in enumerate(self.layers) if layer.parameters()), None)
+        if first is not None:
+            self.layers[first].backward_params(_backward(self.layers[first + 1:], dout))
 
     def named_parameters(self) -> dict[str, Parameter]:
         return {f"{i}.{name}": p for i, layer in enumerate(self.layers)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from backprop.data.loader import DataLoader
 from backprop.layers.base import Layer
-from backprop.layers.norm import BatchNorm1D
+from backprop.layers.norm import _BatchNorm
 from backprop.losses import MSE, BCEWithLogits, BinaryCrossEntropy, Loss
 from backprop.optim import Optimizer
 from backprop.schedules import LRScheduler
@@ -115,6 +115,7 @@ def _mode(model: Layer, training: bool) -> Iterator[None]:
     try:
         yield
     finally:
+        model.train(before[0][1])  # through any train() override that passes the mode on
         for m, mode in before:
             m.training = mode
 
@@ -155,23 +156,27 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
         _check_data(model, loss, *validation_data, "validation data")
     threshold = _threshold(loss)
     if seed is None and shuffle:  # the order then follows manual_seed, as in PyTorch
-        seed = int(backend.rng.integers(0, 2**31))
+        seed = backend.draw_seed()
     loader = DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, backend=backend)
-    if batch_size is not None and 1 < batch_size < len(x) and len(x) % batch_size == 1 and any(
-            isinstance(m, BatchNorm1D) for m in _modules(model)):  # (BatchNorm2D also averages over H, W)
-        raise ValueError(f"{len(x)} samples in batches of {batch_size} leave a last batch of one sample, "
-                         "which BatchNorm1D cannot normalize: choose another batch_size")
+    if batch_size is not None and 1 < batch_size < len(x) and len(x) % batch_size == 1:
+        # (_check_data's probe forward left each BatchNorm's input shape; a BatchNorm2D also averages
+        # over H and W, so one image is enough unless its maps are 1x1)
+        lonely = [type(m).__name__ for m in _modules(model) if isinstance(m, _BatchNorm)
+                  and math.prod(getattr(m, "input_shape", (1, 1))[2:]) < 2]
+        if lonely:
+            raise ValueError(f"{len(x)} samples in batches of {batch_size} leave a last batch of one sample, "
+                             f"which {lonely[0]} cannot normalize: choose another batch_size")
     # Weights and buffers (BatchNorm statistics) as of the last batch whose loss was finite.
     tracked = [p.data for p in model.parameters()] + list(model.named_buffers().values())
     last_good = [a.copy() for a in tracked]
     history: dict[str, list[float]] = {"loss": [], **{m: [] for m in metrics}}
 
-    def diverged(what: str) -> TrainingDivergedError:
+    def diverged(what: str, advice: str = "lower the learning rate or clip gradients (clip_norm=...)"
+                 ) -> TrainingDivergedError:
         for a, good in zip(tracked, last_good):
             a[...] = good
-        return TrainingDivergedError(f"{what}: training stopped and the last weights and statistics that gave "
-                                     "a finite loss were restored; lower the learning rate or clip gradients "
-                                     "(clip_norm=...)")
+        return TrainingDivergedError(f"{what}: training stopped and the weights and statistics before the last "
+                                     f"update (which gave a finite training loss) were restored; {advice}")
 
     with _mode(model, True):
         for epoch in range(1, epochs + 1):
@@ -202,7 +207,9 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
             if validation_data is not None:
                 scores = evaluate(model, *validation_data, loss=loss, metrics=metrics)
                 if not math.isfinite(scores["loss"]):
-                    raise diverged(f"the validation loss became {scores['loss']} after epoch {epoch}")
+                    raise diverged(f"the validation loss became {scores['loss']} after epoch {epoch}, with a "
+                                   "finite training loss", "check the validation data's scale, or lower the "
+                                   "learning rate")
                 for k, v in scores.items():
                     history.setdefault(f"val_{k}", []).append(v)
             if scheduler is not None:

@@ -218,13 +218,67 @@ def test_manual_seed_fixes_the_shuffling_of_fit(backend, rng):
     assert runs[0] == runs[1]
 
 
-def test_batchnorm2d_takes_a_last_batch_of_one_image(backend, rng):
-    """BatchNorm2D averages over H and W too, so one image is enough; only BatchNorm1D needs two."""
+def test_batchnorm2d_takes_a_last_batch_of_one_image_unless_its_maps_are_1x1(backend, rng):
+    """BatchNorm2D averages over H and W too, so one image is enough, except on 1x1 maps."""
     with bp.use_backend(backend):
         model = bp.Sequential(bp.Conv2D(1, 2, 3), bp.BatchNorm2D(2), bp.Flatten(), bp.Linear(2 * 2 * 2, 1))
     x = rng.standard_normal((5, 1, 4, 4)).astype(np.float32)
-    model.fit(x, rng.standard_normal((5, 1)).astype(np.float32), loss=bp.MSE(),
-              optimizer=bp.SGD(model.parameters()), batch_size=2, progress=False)
+    y = rng.standard_normal((5, 1)).astype(np.float32)
+    model.fit(x, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), batch_size=2, progress=False)
+    with bp.use_backend(backend):
+        one_by_one = bp.Sequential(bp.Conv2D(1, 2, 3), bp.BatchNorm2D(2), bp.Flatten(), bp.Linear(2, 1))
+    before = weights(one_by_one)
+    with pytest.raises(ValueError, match="last batch of one sample, which BatchNorm2D cannot normalize"):
+        one_by_one.fit(x[:, :, :3, :3], y, loss=bp.MSE(), optimizer=bp.SGD(one_by_one.parameters()),
+                       batch_size=2, progress=False)
+    for k, v in weights(one_by_one).items():  # refused before any update
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_backward_params_skips_everything_in_front_of_the_first_weights(backend, rng, monkeypatch):
+    """An MLP behind a Flatten: its first Linear's input gradient (the largest GEMM) is never computed."""
+    with bp.use_backend(backend):
+        model = bp.Sequential(bp.Flatten(), bp.Linear(784, 100), bp.ReLU(), bp.Linear(100, 10))
+    x = backend.asarray(rng.standard_normal((4, 1, 28, 28)))
+    dout = backend.asarray(rng.standard_normal((4, 10)))
+    model.forward(x)
+    model.backward(dout)
+    full = {k: backend.to_numpy(p.grad).copy() for k, p in model.named_parameters().items()}
+    shapes = []
+    plain = backend.matmul
+    monkeypatch.setattr(backend, "matmul", lambda a, b, out=None: shapes.append((a.shape, b.shape)) or plain(a, b, out))
+    model.forward(x)
+    model.backward_params(dout)
+    assert ((4, 100), (100, 784)) not in shapes  # dx of the first Linear
+    for k, p in model.named_parameters().items():
+        np.testing.assert_allclose(backend.to_numpy(p.grad), full[k], rtol=1e-6, atol=1e-7)
+
+
+def test_a_custom_composite_layer_gets_its_mode_back_through_its_own_train(backend, rng):
+    class Residual(bp.Layer):
+        def __init__(self):
+            super().__init__(backend)
+            self.block = bp.Sequential(bp.Linear(3, 3, backend=backend), bp.Dropout(0.5, backend=backend))
+
+        def train(self, mode=True):
+            self.training = mode
+            self.block.train(mode)
+            return self
+
+        def forward(self, x):
+            return x + self.block.forward(x)
+
+    model = bp.Sequential(Residual(), bp.Linear(3, 1, backend=backend))
+    model.predict(rng.standard_normal((2, 3)))
+    assert model[0].block.training and model[0].block[1].training
+
+
+def test_fit_draws_its_shuffling_seed_from_a_legacy_style_generator_too(backend, rng, monkeypatch):
+    """CuPy's generator is a RandomState (randint, no integers): fit must not need integers()."""
+    model = bp.Sequential(bp.Linear(3, 1, backend=backend))
+    monkeypatch.setattr(backend, "rng", np.random.RandomState(0))
+    model.fit(*regression_data(rng, 16), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), batch_size=4,
+              progress=False)
 
 
 def test_predict_and_evaluate_give_each_layer_its_own_mode_back(backend, rng):

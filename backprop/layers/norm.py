@@ -40,6 +40,7 @@ class _BatchNorm(Layer):
 
     def forward(self, x: Any) -> Any:
         self.check_input(x, (None, self.num_features) + (None,) * (self.ndim - 2))
+        self.input_shape = tuple(x.shape)  # fit reads it: can a batch of one sample be normalized?
         if self.training:
             count = x.size // self.num_features
             if count < 2:
