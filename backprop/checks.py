@@ -32,6 +32,15 @@ def check_positive_int(value: Any, what: str) -> int:
     return int(value)
 
 
+def check_labels(labels: Any, classes: int, what: str) -> None:
+    """Refuse integer class labels outside [0, classes), naming ``what`` and the range found (any array
+    module; one read of the minimum and maximum)."""
+    if labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= classes:
+            raise ValueError(f"{what}: labels must lie in [0, {classes - 1}], got values in [{lo}, {hi}]")
+
+
 def check_fraction(value: Any, what: str) -> float:
     """A rate in [0, 1): momentum, a decay rate, Adam's betas."""
     return check_number(value, what, lambda v: 0 <= v < 1, "in [0, 1)")

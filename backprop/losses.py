@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from backprop.checks import check_labels
 from backprop.module import Module
 
 
@@ -123,9 +124,7 @@ class SoftmaxCrossEntropy(Loss):
             if tuple(target.shape) != pred_shape[:1]:
                 raise ValueError(f"{name}: integer labels must have shape ({pred_shape[0]},), "
                                  f"got {tuple(target.shape)}")
-            if target.size and (int(target.min()) < 0 or int(target.max()) >= pred_shape[1]):
-                raise ValueError(f"{name}: labels must lie in [0, {pred_shape[1] - 1}], got values in "
-                                 f"[{int(target.min())}, {int(target.max())}]")
+            check_labels(target, pred_shape[1], name)
         elif kind == "f":
             super().check_target(pred_shape, target)
             _check_probabilities(self, target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from backprop.checkpoint import CheckpointError, check_arrays, load_arrays, save
 from backprop.layers.activations import ReLU, Sigmoid, Softmax, Tanh
 from backprop.layers.base import Layer
 from backprop.layers.pool import MaxPool2D
+from backprop.module import Module
 from backprop.parameter import Parameter
 from backprop.training import evaluate, fit, predict
 
@@ -22,7 +24,7 @@ CHECKPOINT_FORMAT = "backprop.weights/1"
 
 def _flat(layers: list[Layer]) -> list[Layer]:
     """``layers`` with those of nested Sequentials in their place."""
-    return [inner for layer in layers for inner in (_flat(layer.layers) if isinstance(layer, Sequential) else [layer])]
+    return [m for layer in layers for m in layer.modules() if not isinstance(m, Sequential)]
 
 
 def _next_nonlinearity(following: list[Layer]) -> str | None:
@@ -84,6 +86,11 @@ class Sequential(Layer):
     def named_buffers(self) -> dict[str, Any]:
         return {f"{i}.{name}": b for i, layer in enumerate(self.layers)
                 for name, b in layer.named_buffers().items()}
+
+    def modules(self) -> Iterator[Module]:
+        yield self
+        for layer in self.layers:
+            yield from layer.modules()
 
     def train(self, mode: bool = True) -> Sequential:
         self.training = mode

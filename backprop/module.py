@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from backprop.backends import Backend, get_backend
@@ -30,6 +31,10 @@ class Module:
 
     def named_buffers(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.buffer_names}
+
+    def modules(self) -> Iterator[Module]:
+        """This module and every module inside it (a Sequential's layers, nested ones included)."""
+        yield self
 
     def train(self, mode: bool = True) -> Module:
         """Switch to training mode (Dropout drops, BatchNorm uses batch statistics)."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from backprop.checks import check_labels
 from backprop.data.loader import DataLoader
 from backprop.layers.base import Layer
 from backprop.layers.norm import _BatchNorm
@@ -89,9 +90,7 @@ def _check_class_targets(out_shape: tuple[int, ...], y: np.ndarray, what: str) -
     if len(out_shape) == 2 and out_shape[1] > 1:
         k = out_shape[1]
         if y.ndim == 1 and y.dtype.kind in "iu":
-            if int(y.min()) < 0 or int(y.max()) >= k:
-                raise ValueError(f"{what}: labels must lie in [0, {k - 1}] for {k} outputs, got values in "
-                                 f"[{int(y.min())}, {int(y.max())}]")
+            check_labels(y, k, what)
         elif not (y.ndim == 2 and y.shape[1] == k):
             raise ValueError(f"{what}: targets of shape {tuple(y.shape)} {y.dtype} fit neither integer labels "
                              f"({out_shape[0]},) nor rows ({out_shape[0]}, {k}) for outputs {out_shape}")
@@ -99,18 +98,11 @@ def _check_class_targets(out_shape: tuple[int, ...], y: np.ndarray, what: str) -
         raise ValueError(f"{what}: targets of shape {tuple(y.shape)} do not fit outputs {out_shape}")
 
 
-def _modules(layer: Layer) -> Iterator[Layer]:
-    """``layer`` and, for a Sequential, every layer inside it, nested ones included."""
-    yield layer
-    for sub in getattr(layer, "layers", ()):
-        yield from _modules(sub)
-
-
 @contextmanager
 def _mode(model: Layer, training: bool) -> Iterator[None]:
     """``model`` in training or inference mode inside the block; afterwards every layer gets back its own
     mode (a BatchNorm frozen with ``model[i].eval()`` stays frozen)."""
-    before = [(m, m.training) for m in _modules(model)]
+    before = [(m, m.training) for m in model.modules()]
     model.train(training)
     try:
         yield
@@ -161,7 +153,7 @@ def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epoch
     if batch_size is not None and 1 < batch_size < len(x) and len(x) % batch_size == 1:
         # (_check_data's probe forward left each BatchNorm's input shape; a BatchNorm2D also averages
         # over H and W, so one image is enough unless its maps are 1x1)
-        lonely = [type(m).__name__ for m in _modules(model) if isinstance(m, _BatchNorm)
+        lonely = [type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm)
                   and math.prod(getattr(m, "input_shape", (1, 1))[2:]) < 2]
         if lonely:
             raise ValueError(f"{len(x)} samples in batches of {batch_size} leave a last batch of one sample, "

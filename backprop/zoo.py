@@ -7,19 +7,17 @@ architectures serve MNIST, Fashion-MNIST or other small images; ``backend`` pick
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 
 from backprop.backends import Backend, use_backend
+from backprop.checks import check_positive_int
 from backprop.layers import Conv2D, Dropout, Flatten, Layer, Linear, MaxPool2D, ReLU
 from backprop.model import Sequential
 
 
 def _check_size(model: str, image_size: int, smallest: int) -> None:
     """Refuse images too small for the architecture, before its first Linear would get 0 inputs."""
-    if not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool):
-        raise TypeError(f"image_size must be an int, got {image_size!r}")
-    if image_size < smallest:
+    if check_positive_int(image_size, "image_size") < smallest:
         raise ValueError(f"{model} needs images of at least {smallest}x{smallest} pixels, got "
                          f"image_size={image_size!r}")
 

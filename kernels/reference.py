@@ -170,7 +170,7 @@ def maxpool2d_backward(xp: Any, dout: Any, argmax: Any, x_shape: tuple[int, ...]
     # A product with the one-hot mask, in place; where dout holds inf or NaN, a select instead, since
     # inf * 0 would put NaN beside the winner (the select allocates, and measured 2x slower). A finite
     # min and max rule out inf and NaN (which both propagate) without a temporary.
-    finite = bool(xp.isfinite(dout.max()) and xp.isfinite(dout.min()))
+    finite = dout.size == 0 or bool(xp.isfinite(dout.max()) and xp.isfinite(dout.min()))
     for k in range(kh * kw):
         ky, kx = divmod(k, kw)
         dst = dx[:, :, _span(ky, sh, oh), _span(kx, sw, ow)]

@@ -113,6 +113,13 @@ def test_maxpool_backward_gives_an_inf_or_nan_gradient_to_the_winner_only(backen
     np.testing.assert_allclose(host(backend, dx), expected, rtol=1e-6, atol=0)  # NaN, inf must match exactly
 
 
+def test_maxpool_of_an_empty_batch(backend):
+    x = backend.asarray(np.zeros((0, 2, 5, 5), np.float32))
+    out, argmax = backend.maxpool2d(x, (3, 3), (2, 2), (1, 1))
+    dx = backend.maxpool2d_backward(out, argmax, x.shape, (3, 3), (2, 2), (1, 1))
+    assert out.shape == (0, 2, 3, 3) and dx.shape == (0, 2, 5, 5)
+
+
 def test_maxpool_pads_with_minus_infinity(backend):
     """An all-negative image must never pool to the padding's value."""
     x = backend.asarray(-np.ones((1, 1, 2, 2), np.float32))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from backprop.backends import Backend
-from backprop.checks import check_number
+from backprop.checks import check_labels, check_number
 
 
 class DataLoader:
@@ -75,9 +75,7 @@ class DataLoader:
             raise ValueError(f"one_hot must be the number of classes, a positive int, got {classes!r}")
         if np.dtype(y.dtype).kind not in "iu" or y.ndim != 1:
             raise ValueError(f"one_hot needs integer labels of shape (N,), got {y.dtype} {tuple(y.shape)}")
-        if int(y.min()) < 0 or int(y.max()) >= classes:
-            raise ValueError(f"labels must lie in [0, {classes - 1}] for one_hot={classes}, got values in "
-                             f"[{int(y.min())}, {int(y.max())}]")
+        check_labels(y, classes, f"one_hot={classes}")
 
     def __len__(self) -> int:
         n, b = len(self.x), self.batch_size
