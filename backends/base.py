@@ -86,6 +86,11 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work; a no-op on the CPU. Call it before reading a clock."""
 
+    def can_hold(self, nbytes: int) -> bool:
+        """Whether a dataset of ``nbytes`` may stay on this backend for a whole run (on the CPU it is
+        already in host memory, so always)."""
+        return True
+
     # -- randomness -----------------------------------------------------------------------------
     def seed(self, seed: int | None) -> None:
         """Restart the generator: the same seed gives the same numbers on the same backend."""

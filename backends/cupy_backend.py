@@ -100,6 +100,11 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self.xp.cuda.Device().synchronize()
 
+    def can_hold(self, nbytes: int) -> bool:
+        """Up to half the free device memory: the rest is for activations and CuPy's pool."""
+        free, _ = self.xp.cuda.runtime.memGetInfo()
+        return nbytes <= free // 2
+
     # CuPy's legacy RandomState takes a dtype in both draws (its Generator API is narrower).
     def seed(self, seed: int | None) -> None:
         self.rng = self.xp.random.RandomState(seed)

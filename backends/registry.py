@@ -29,7 +29,7 @@ _BACKENDS: dict[str, tuple[str, str]] = {
 
 _reasons: dict[str, str | None] = {}
 _instances: dict[tuple[str, np.dtype], Backend] = {}
-_current: list[tuple[str, DTypeLike | None]] = []
+_current: list[Backend] = []
 _seed: dict[str, int | None] = {"value": None}
 
 
@@ -78,11 +78,12 @@ def get_backend(name: str | Backend | None = None, dtype: DTypeLike | None = Non
     With no name: the one set by :func:`use_backend`, else ``$BACKPROP_BACKEND``, else "numpy".
     Raises :class:`BackendUnavailableError` when the named backend cannot run here.
     """
+    if name is None and _current:
+        name = _current[-1]
     if isinstance(name, Backend):
-        return name if dtype is None else get_backend(name.name, dtype)
+        return name if dtype is None or as_float_dtype(dtype) == name.dtype else get_backend(name.name, dtype)
     if name is None:
-        name, default_dtype = _current[-1] if _current else (os.environ.get(ENV_VAR) or "numpy", None)
-        dtype = default_dtype if dtype is None else dtype
+        name = os.environ.get(ENV_VAR) or "numpy"
     key = name.strip().lower()
     if key == "auto":
         key = _resolve_auto()
@@ -101,7 +102,7 @@ def get_backend(name: str | Backend | None = None, dtype: DTypeLike | None = Non
 def use_backend(name: str | Backend, dtype: DTypeLike | None = None) -> Iterator[Backend]:
     """Make ``name`` the default backend inside a ``with`` block (layers built there live on it)."""
     backend = get_backend(name, dtype)
-    _current.append((backend.name, backend.dtype))
+    _current.append(backend)
     try:
         yield backend
     finally:

@@ -160,7 +160,9 @@ def format_confusion(confusion: np.ndarray, classes: Sequence[str]) -> str:
 
 
 def _eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from backprop.runs import RunConfig, build, evaluate, load_data, load_weights, loaders, read_checkpoint
+    from backprop.losses import SoftmaxCrossEntropy
+    from backprop.runs import RunConfig, build, load_data, load_weights, loaders, read_checkpoint
+    from backprop.training import evaluate
 
     arrays, meta = read_checkpoint(args.checkpoint)
     config = RunConfig.from_dict(meta["config"])
@@ -174,7 +176,8 @@ def _eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _, test_loader = loaders(data, config, backend)
     model, _ = build(config, backend, len(data.spec.classes))
     load_weights(model, arrays, meta)
-    loss, accuracy, confusion = evaluate(model, test_loader, len(data.spec.classes))
+    scores = evaluate(model, test_loader, loss=SoftmaxCrossEntropy(backend), confusion=True)
+    loss, accuracy, confusion = scores["loss"], scores["accuracy"], scores["confusion"]
     epochs = meta["progress"]["epoch"]
     print(f"{config.model} after {epochs} epoch{'s' * (epochs != 1)}, on the {len(data.x_test):,} test images of "
           f"{data.spec.title} ({data.source}), backend {backend.name}")

@@ -8,6 +8,8 @@ model never computes its loss, or its whole backward pass, in float64.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,10 @@ from backprop.module import Module
 
 class Loss(Module):
     takes_labels = False  # integer targets are class labels (kept) rather than values (cast to floats)
+    # Whether forward() checks the target's values (label and probability ranges). Those checks read
+    # values back to the host, a device synchronization on a GPU; ``fit`` and ``evaluate`` check each
+    # dataset once instead and turn this off while they run (see :func:`targets_checked`).
+    check_values = True
 
     def forward(self, pred: Any, target: Any) -> Any:
         raise NotImplementedError
@@ -29,10 +35,15 @@ class Loss(Module):
         return self.forward(pred, target)
 
     def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
-        """Refuse a target that does not fit a prediction of ``pred_shape`` (any array module)."""
+        """Refuse a target whose shape or dtype does not fit a prediction of ``pred_shape`` (metadata
+        only: no value is read)."""
         if tuple(target.shape) != tuple(pred_shape):
             raise ValueError(f"{type(self).__name__}: target shape {tuple(target.shape)} does not match "
                              f"prediction shape {tuple(pred_shape)}")
+
+    def check_target_values(self, pred_shape: tuple[int, ...], target: Any) -> None:
+        """Refuse target values this loss cannot take, for a target that passed :meth:`check_target`
+        (any array module; reads the values on the host)."""
 
     def _check(self, pred: Any, target: Any) -> Any:
         """Check both arrays; returns the target, cast to the prediction's dtype where it holds
@@ -46,7 +57,21 @@ class Loss(Module):
         if kind in "biu" and not self.takes_labels:
             target = target.astype(pred.dtype)
         self.check_target(pred.shape, target)
+        if self.check_values:
+            self.check_target_values(pred.shape, target)
         return target
+
+
+@contextmanager
+def targets_checked(loss: Loss) -> Iterator[Loss]:
+    """Inside the block ``loss.forward`` skips its value checks (no host read per batch): for loops
+    over data whose targets were checked once, as a whole."""
+    before = loss.check_values
+    loss.check_values = False
+    try:
+        yield loss
+    finally:
+        loss.check_values = before
 
 
 def _check_probabilities(loss: Loss, target: Any) -> None:
@@ -57,8 +82,7 @@ def _check_probabilities(loss: Loss, target: Any) -> None:
 class _BinaryLoss(Loss):
     """Binary cross-entropies: targets have the prediction's shape and lie in [0, 1]."""
 
-    def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
-        super().check_target(pred_shape, target)
+    def check_target_values(self, pred_shape: tuple[int, ...], target: Any) -> None:
         _check_probabilities(self, target)
 
 
@@ -124,15 +148,19 @@ class SoftmaxCrossEntropy(Loss):
             if tuple(target.shape) != pred_shape[:1]:
                 raise ValueError(f"{name}: integer labels must have shape ({pred_shape[0]},), "
                                  f"got {tuple(target.shape)}")
-            check_labels(target, pred_shape[1], name)
         elif kind == "f":
             super().check_target(pred_shape, target)
-            _check_probabilities(self, target)
-            if target.size and not float(abs(target.sum(axis=1) - 1).max()) <= 1e-3:
-                raise ValueError(f"{name}: each row of probability targets must sum to 1")
         else:
             raise TypeError(f"{name}: targets must be integer labels or float probabilities, "
                             f"got {target.dtype}")
+
+    def check_target_values(self, pred_shape: tuple[int, ...], target: Any) -> None:
+        if np.dtype(target.dtype).kind in "iu":
+            check_labels(target, pred_shape[1], type(self).__name__)
+            return
+        _check_probabilities(self, target)
+        if target.size and not float(abs(target.sum(axis=1) - 1).max()) <= 1e-3:
+            raise ValueError(f"{type(self).__name__}: each row of probability targets must sum to 1")
 
     def forward(self, pred: Any, target: Any) -> Any:
         target = self._check(pred, target)

@@ -148,30 +148,39 @@ class Sequential(Layer):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write weights and buffers to ``path`` (.npz, no pickle), atomically."""
-        arrays = {k: self.backend.to_numpy(v) for k, v in self.state_arrays().items()}
         meta = {"format": CHECKPOINT_FORMAT, "layers": self._layer_names()}
-        return save_arrays(path, arrays, meta)
+        return save_arrays(path, self.state_dict(), meta)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of every parameter and buffer, by name."""
+        return {k: np.array(self.backend.to_numpy(v)) for k, v in self.state_arrays().items()}
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], layers: list[str] | None = None,
+                        source: str | os.PathLike = "state dict") -> Sequential:
+        """Put ``arrays`` (from :meth:`state_dict`) into the model, after checking the layer names
+        (``layers``, when the source recorded them) and every array's name, shape and dtype; on any
+        mismatch raise :class:`CheckpointError` naming ``source`` and leave the model unchanged."""
+        if layers is not None and layers != self._layer_names():
+            raise CheckpointError(f"{source}: saved from layers {layers}, this model has {self._layer_names()}")
+        current = self.state_arrays()
+        check_arrays(source, arrays, {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in current.items()})
+        for name, target in current.items():
+            target[...] = self.backend.asarray(arrays[name])
+        return self
 
     def load(self, path: str | os.PathLike) -> Sequential:
         """Read weights saved by :meth:`save`; on any mismatch raise and leave the model unchanged."""
         arrays, meta = load_arrays(path)
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        if meta.get("layers") != self._layer_names():
-            raise CheckpointError(f"{path}: saved from layers {meta.get('layers')}, "
-                                  f"this model has {self._layer_names()}")
-        current = self.state_arrays()
-        check_arrays(path, arrays, {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in current.items()})
-        for name, target in current.items():
-            target[...] = self.backend.asarray(arrays[name])
-        return self
+        return self.load_state_dict(arrays, meta.get("layers"), path)
 
     # -- training -------------------------------------------------------------------------------
-    def fit(self, x: Any, y: Any, **kwargs: Any) -> dict[str, list[float]]:
+    def fit(self, x: Any, y: Any = None, **kwargs: Any) -> dict[str, list[float]]:
         """Train on (x, y); see :func:`backprop.training.fit` for the arguments."""
         return fit(self, x, y, **kwargs)
 
-    def evaluate(self, x: Any, y: Any, **kwargs: Any) -> dict[str, float]:
+    def evaluate(self, x: Any, y: Any = None, **kwargs: Any) -> dict[str, Any]:
         """Loss and metrics on (x, y); see :func:`backprop.training.evaluate`."""
         return evaluate(self, x, y, **kwargs)
 

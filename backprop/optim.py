@@ -7,7 +7,6 @@ decoupled; ``clip_norm`` rescales all gradients together when their global norm 
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
@@ -18,14 +17,15 @@ from backprop.checks import check_fraction, check_number
 from backprop.parameter import Parameter
 
 
-def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> float:
-    """Scale gradients so their global L2 norm is at most ``max_norm``; returns the norm before."""
+def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> Any:
+    """Scale gradients so their global L2 norm is at most ``max_norm``; returns the norm before, as a
+    0-d backend array. Computed on the device with no host read, so a training step never waits."""
     params = list(params)
-    total = math.sqrt(float(sum((p.grad * p.grad).sum() for p in params)))  # one host read, not one per array
-    if total > max_norm:
-        scale = max_norm / (total + 1e-12)
-        for p in params:
-            p.grad *= p.grad.dtype.type(scale)
+    xp = params[0].backend.xp
+    total = xp.sqrt(sum((p.grad * p.grad).sum() for p in params))
+    scale = xp.where(total > max_norm, max_norm / (total + 1e-12), 1.0).astype(total.dtype)
+    for p in params:
+        p.grad *= scale
     return total
 
 

@@ -9,42 +9,35 @@ that never stopped.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from backprop.backends import Backend, get_backend, manual_seed
-from backprop.checkpoint import CheckpointError, atomic_write, check_arrays, load_arrays, save_arrays
+from backprop.callbacks import Callback, EpochLine, Logs, MetricsFiles, ProgressBar, StopOnInterrupt
+from backprop.checkpoint import CheckpointError, atomic_write, load_arrays, save_arrays
 from backprop.data.loader import DataLoader
 from backprop.data.mnist import Dataset, find_files, load_dataset, load_mnist_subset, read_files, spec
 from backprop.losses import SoftmaxCrossEntropy
 from backprop.model import Sequential
 from backprop.optim import SGD, AdaGrad, Adam, AdamW, Momentum, Optimizer, RMSProp
-from backprop.training import TrainingDivergedError, correct_count
+from backprop.training import Loop, TrainingDivergedError, TrainingState, fit
 from backprop.zoo import build_model
 
-RUN_FORMAT = "backprop.run/1"
+RUN_FORMAT = "backprop.run/2"
 CONFIG, CHECKPOINT, WEIGHTS = "config.json", "checkpoint.npz", "model.npz"
-METRICS_CSV, METRICS_JSON, PLOT = "metrics.csv", "metrics.json", "curves.png"
+METRICS_JSON, PLOT = MetricsFiles.JSON, "curves.png"
 EMBEDDED = "embedded subset"
 EVAL_BATCH = 500
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "adagrad": AdaGrad,
                                           "rmsprop": RMSProp, "adam": Adam, "adamw": AdamW}
-COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "images_per_s",
-           "eval_seconds")
 
 
 @dataclass
@@ -128,38 +121,22 @@ def training_data_sha256(data: Dataset, config: RunConfig) -> str:
 
 
 def loaders(data: Dataset, config: RunConfig, backend: Backend) -> tuple[DataLoader, DataLoader]:
-    """Shuffled training batches and in-order test batches, pixels scaled to [0, 1], kept on the backend.
+    """Shuffled training batches and in-order test batches, pixels scaled to [0, 1] batch by batch on the
+    backend, where the images stay (as bytes) for the whole run when they fit.
 
     (Measured on full MNIST: after one epoch SimpleConvNet scores 98.1% with pixels in [0, 1] but 97.2%
     with pixels standardized to mean 0, std 1.)
     """
     n_train = config.train_limit or len(data.x_train)
     n_test = config.test_limit or len(data.x_test)
-    train = DataLoader(data.x_train[:n_train], data.y_train[:n_train], batch_size=config.batch_size, shuffle=True,
-                       seed=config.seed, backend=backend, scale=1 / 255, resident=True)
-    test = DataLoader(data.x_test[:n_test], data.y_test[:n_test], batch_size=EVAL_BATCH, shuffle=False,
-                      backend=backend, scale=1 / 255, resident=True)
+    x_train, y_train, x_test, y_test = (data.x_train[:n_train], data.y_train[:n_train], data.x_test[:n_test],
+                                        data.y_test[:n_test])
+    resident = backend.can_hold(sum(a.nbytes for a in (x_train, y_train, x_test, y_test)))
+    train = DataLoader(x_train, y_train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+                       backend=backend, scale=1 / 255, resident=resident)
+    test = DataLoader(x_test, y_test, batch_size=EVAL_BATCH, shuffle=False, backend=backend, scale=1 / 255,
+                      resident=resident)
     return train, test
-
-
-def evaluate(model: Sequential, loader: DataLoader, classes: int) -> tuple[float, float, np.ndarray]:
-    """Mean loss, accuracy and confusion matrix (rows: true class, columns: predicted) over ``loader``."""
-    loss = SoftmaxCrossEntropy(model.backend)
-    total, n = 0.0, 0
-    confusion = np.zeros((classes, classes), dtype=np.int64)
-    was_training = model.training
-    model.eval()
-    try:
-        for xb, yb in loader:
-            out = model.forward(xb)
-            total += float(loss.forward(out, yb)) * len(xb)
-            n += len(xb)
-            pred = model.backend.to_numpy(out.argmax(axis=1))
-            confusion += np.bincount(model.backend.to_numpy(yb) * classes + pred,
-                                     minlength=classes * classes).reshape(classes, classes)
-    finally:
-        model.train(was_training)
-    return total / n, float(np.trace(confusion)) / n, confusion
 
 
 # -- checkpoints ------------------------------------------------------------------------------------
@@ -180,17 +157,17 @@ def build(config: RunConfig, backend: Backend, classes: int) -> tuple[Sequential
 
 
 def save_checkpoint(path: Path, config: RunConfig, model: Sequential, optimizer: Optimizer, loader: DataLoader,
-                    progress: dict[str, Any], history: list[dict[str, Any]], order: np.ndarray | None) -> Path:
+                    state: TrainingState) -> Path:
     """Write the whole training state to ``path`` atomically (see the module docstring)."""
     backend = model.backend
-    arrays = {f"model/{k}": backend.to_numpy(v) for k, v in model.state_arrays().items()}
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     arrays.update({f"optim/{k}": v for k, v in opt.pop("state").items()})
-    if order is not None:
-        arrays["loader/order"] = order
+    if state.batch and state.order is not None:
+        arrays["loader/order"] = state.order
     meta = {"format": RUN_FORMAT, "config": asdict(config), "layers": [type(la).__name__ for la in model.layers],
-            "progress": progress, "optimizer": opt, "loader": loader.state_dict(),
-            "backend_rng": _rng_state(backend), "history": history}
+            "progress": state.counters(), "optimizer": opt, "loader": loader.state_dict(),
+            "backend_rng": _rng_state(backend), "history": state.history}
     return save_arrays(path, arrays, meta)
 
 
@@ -208,15 +185,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
 
 
 def load_weights(model: Sequential, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Put a checkpoint's weights and buffers into ``model``, after checking every name, shape and dtype."""
-    layers = [type(la).__name__ for la in model.layers]
-    if meta.get("layers") != layers:
-        raise CheckpointError(f"{meta['path']}: saved from layers {meta.get('layers')}, this model has {layers}")
+    """Put a run checkpoint's weights and buffers into ``model`` (through ``load_state_dict``)."""
     saved = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    current = model.state_arrays()
-    check_arrays(meta["path"], saved, {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in current.items()})
-    for name, target in current.items():
-        target[...] = model.backend.asarray(saved[name])
+    model.load_state_dict(saved, meta.get("layers"), meta["path"])
 
 
 PROGRESS_COUNTS = ("epoch", "batch", "correct", "seen")
@@ -271,15 +242,6 @@ def new_run_dir(config: RunConfig, parent: str | Path = "runs") -> Path:
             path = parent / f"{stem}-{n}"
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write(run_dir / METRICS_CSV, lambda f: f.write(text.getvalue().encode()))
-    atomic_write(run_dir / METRICS_JSON, lambda f: f.write(json.dumps(history, indent=1).encode()))
-
-
 def write_config(run_dir: Path, config: RunConfig) -> None:
     atomic_write(run_dir / CONFIG, lambda f: f.write(json.dumps(asdict(config), indent=1).encode()))
 
@@ -304,11 +266,11 @@ def plot_metrics(history: list[dict[str, Any]], path: Path, title: str = "") -> 
         raise ImportError("plotting needs matplotlib: pip install 'backprop[plot]'") from None
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
+    ax_loss.plot(epochs, [r["loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="test")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.plot(epochs, [100 * r["train_acc"] for r in history], "o-", label="train")
-    ax_acc.plot(epochs, [100 * r["test_acc"] for r in history], "o-", label="test")
+    ax_acc.plot(epochs, [100 * r["accuracy"] for r in history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * r["val_accuracy"] for r in history], "o-", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
@@ -321,25 +283,21 @@ def plot_metrics(history: list[dict[str, Any]], path: Path, title: str = "") -> 
     return path
 
 
-@contextmanager
-def _stop_on_sigint(say: Callable[[str], None]) -> Iterator[dict[str, bool]]:
-    """While inside, a first Ctrl-C only asks the loop to stop after the current batch; a second aborts."""
-    flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
+class RunCheckpoint(Callback):
+    """After every epoch, the run's checkpoint.npz (everything to resume from) and model.npz (weights).
+    Training checks the loss, the weights and the test loss before each epoch ends, so a diverged state
+    never overwrites a good checkpoint."""
 
-    def handle(signum: int, frame: Any) -> None:
-        if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-        say("interrupted: saving a checkpoint after this batch (Ctrl-C again to abort without saving)")
+    def __init__(self, run_dir: Path, config: RunConfig, loader: DataLoader) -> None:
+        self.run_dir, self.config, self.loader = run_dir, config, loader
 
-    previous = signal.signal(signal.SIGINT, handle)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    def save(self, model: Sequential, optimizer: Optimizer, state: TrainingState) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT, self.config, model, optimizer, self.loader, state)
+
+    def on_epoch_end(self, loop: Loop, logs: Logs) -> None:
+        assert isinstance(loop.model, Sequential)
+        self.save(loop.model, loop.optimizer, loop.state)
+        loop.model.save(self.run_dir / WEIGHTS)
 
 
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_dir: str | None = None,
@@ -347,9 +305,10 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
           say: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train (or, with ``resume``, continue) the run in ``run_dir`` up to ``config.epochs`` epochs.
 
-    Writes config.json, then after every epoch checkpoint.npz, model.npz, metrics.csv and
-    metrics.json; ``say`` gets one line per epoch. Returns the history (one dict per epoch). On Ctrl-C
-    it saves a checkpoint after the current batch and raises :class:`Interrupted`.
+    This is :func:`~backprop.training.fit` with the run's callbacks: a checkpoint, the weights and the
+    metrics files after every epoch, Ctrl-C, a progress bar and a line per epoch through ``say``.
+    Returns the history (one record per epoch). On Ctrl-C it saves a checkpoint after the current batch
+    and raises :class:`Interrupted`.
     """
     run_dir = Path(run_dir)
     backend = get_backend(config.backend, config.dtype)
@@ -364,13 +323,9 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
                          f"{sha256[:12]}..., the run's {config.data_sha256[:12]}...): resume with --data-dir "
                          "pointing at the run's files")
     config.data_sha256 = sha256
-    classes = len(data.spec.classes)
     train_loader, test_loader = loaders(data, config, backend)
-    model, optimizer = build(config, backend, classes)
-    loss = SoftmaxCrossEntropy(backend)
-    history: list[dict[str, Any]] = []
-    state = {"epoch": 0, "batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-    order = None
+    model, optimizer = build(config, backend, len(data.spec.classes))
+    state = TrainingState()
     if resume:
         check_progress(meta, arrays, len(train_loader.x), len(train_loader))
         load_weights(model, arrays, meta)
@@ -387,8 +342,7 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
         elif _rng_state(backend) is not None or meta.get("backend_rng") is not None:
             say("note: the backend's random generator could not be restored, so Dropout masks after resuming "
                 "differ from an uninterrupted run")
-        history, state = meta["history"], meta["progress"]
-        order = arrays.get("loader/order")
+        state = TrainingState(**meta["progress"], order=arrays.get("loader/order"), history=meta["history"])
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
@@ -396,59 +350,22 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
         f"from {data.source}); {config.optimizer} lr {config.lr:g}, batch {config.batch_size}, backend "
         f"{backend.name} ({backend.dtype.name}); run folder {run_dir}")
     say(f"data credit: {data.spec.credit}")
-    if state["epoch"] >= config.epochs:
-        say(f"the run has already trained {state['epoch']} epochs; ask for more with --epochs")
-        return history
-
-    def checkpoint(order: np.ndarray | None) -> None:
-        save_checkpoint(run_dir / CHECKPOINT, config, model, optimizer, train_loader, state, history, order)
-
-    with _stop_on_sigint(say) as flag:
-        while state["epoch"] < config.epochs:
-            epoch = state["epoch"] + 1
-            if state["batch"] == 0:
-                order = train_loader.order()
-            start = time.perf_counter()
-            bar = tqdm(train_loader.batches(order, state["batch"]), total=len(train_loader), initial=state["batch"],
-                       desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False,
-                       dynamic_ncols=True)
-            for xb, yb in bar:
-                out = model.forward(xb)
-                value = float(loss.forward(out, yb))
-                if not math.isfinite(value):
-                    raise TrainingDivergedError(
-                        f"loss became {value} at epoch {epoch}, batch {state['batch'] + 1}; the checkpoint of the "
-                        f"last finished epoch is in {run_dir}. Lower the learning rate (--lr)")
-                model.backward_params(loss.backward())
-                optimizer.step()
-                c, t = correct_count(out, yb)
-                state["batch"] += 1
-                state["loss_sum"] += value * len(xb)
-                state["correct"] += c
-                state["seen"] += t
-                if progress:
-                    bar.set_postfix(loss=f"{state['loss_sum'] / state['seen']:.4f}", refresh=False)
-                if flag["stop"] and state["batch"] < len(train_loader):
-                    bar.close()
-                    state["seconds"] += time.perf_counter() - start
-                    checkpoint(order)
-                    raise Interrupted(f"stopped in epoch {epoch} after batch {state['batch']}/{len(train_loader)}")
-            bar.close()
-            backend.synchronize()
-            seconds = state["seconds"] + time.perf_counter() - start
-            t_eval = time.perf_counter()
-            test_loss, test_acc, _ = evaluate(model, test_loader, classes)
-            row = {"epoch": epoch, "train_loss": state["loss_sum"] / state["seen"],
-                   "train_acc": state["correct"] / state["seen"], "test_loss": test_loss, "test_acc": test_acc,
-                   "lr": optimizer.lr, "seconds": round(seconds, 3), "images_per_s": round(state["seen"] / seconds, 1),
-                   "eval_seconds": round(time.perf_counter() - t_eval, 3)}
-            history.append(row)
-            state = {"epoch": epoch, "batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-            checkpoint(None)
-            model.save(run_dir / WEIGHTS)
-            write_metrics(run_dir, history)
-            say(f"epoch {epoch}/{config.epochs}  loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.2f}%"
-                f"  test acc {100 * test_acc:.2f}%  {seconds:.1f} s  {row['images_per_s']:,.0f} img/s")
-            if flag["stop"] and epoch < config.epochs:
-                raise Interrupted(f"stopped after epoch {epoch}")
-    return history
+    if state.epoch >= config.epochs:
+        say(f"the run has already trained {state.epoch} epochs; ask for more with --epochs")
+        return state.history
+    interrupt = StopOnInterrupt(say)
+    checkpoint = RunCheckpoint(run_dir, config, train_loader)
+    callbacks = [interrupt, *([ProgressBar()] if progress else []), checkpoint, MetricsFiles(run_dir),
+                 EpochLine(say, validation="test")]
+    try:
+        fit(model, train_loader, loss=SoftmaxCrossEntropy(backend), optimizer=optimizer, epochs=config.epochs,
+            validation_data=test_loader, metrics=["accuracy"], progress=False, callbacks=callbacks, state=state)
+    except TrainingDivergedError as exc:
+        raise TrainingDivergedError(f"{exc}. The checkpoint of the last finished epoch is in {run_dir}; lower "
+                                    "the learning rate (--lr)") from None
+    if interrupt.interrupted and state.batch:
+        checkpoint.save(model, optimizer, state)
+        raise Interrupted(f"stopped in epoch {state.epoch + 1} after batch {state.batch}/{len(train_loader)}")
+    if interrupt.interrupted and state.epoch < config.epochs:
+        raise Interrupted(f"stopped after epoch {state.epoch}")
+    return state.history

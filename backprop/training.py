@@ -1,39 +1,60 @@
-"""The training loop: ``fit`` over mini-batches with a progress bar, ``evaluate`` and ``predict``.
+"""Training: one step (:func:`train_step`), one loop (:func:`fit`), one :func:`evaluate`, :func:`predict`.
 
-Data arrive as host arrays (NumPy or anything array-like); floating data are converted to the model's
-dtype as they move to its backend, one batch at a time. Everything about the data is checked before
-the first update, so bad input never leaves a half-trained model behind.
+The step never reads a value back to the host: on a GPU every such read waits for the device, which
+could then never run ahead of Python. So data are checked once per dataset, before training; the loss
+and correct-prediction sums accumulate on the backend; and values are read only at reporting points,
+a few times a second at most (``report_interval``) and at the end of each epoch. Those points are also
+where divergence is caught: if the loss or the weights became NaN or Inf, the weights, buffers and
+optimizer state of the last good reporting point are put back and :class:`TrainingDivergedError` is
+raised. Everything else (progress bars, epoch lines, files, checkpoints, Ctrl-C, early stopping) is a
+callback (:mod:`backprop.callbacks`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from backprop.checks import check_labels
+from backprop.callbacks import Callback, CallbackList, EpochLine, ProgressBar
+from backprop.checks import check_labels, check_number
 from backprop.data.loader import DataLoader
 from backprop.layers.base import Layer
 from backprop.layers.norm import _BatchNorm
-from backprop.losses import MSE, BCEWithLogits, BinaryCrossEntropy, Loss
+from backprop.losses import MSE, BCEWithLogits, BinaryCrossEntropy, Loss, targets_checked
 from backprop.optim import Optimizer
 from backprop.schedules import LRScheduler
 
 METRICS = ("accuracy",)
+EVAL_BATCH = 1000
+REPORT_INTERVAL = 0.5  # seconds between reporting points within an epoch, unless fit is told otherwise
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or Inf; the model holds the last weights (and BatchNorm statistics) that
-    gave a finite loss."""
+    """The loss or the weights became NaN or Inf; the model holds the weights, buffers and optimizer
+    state of the last reporting point at which both were finite."""
 
 
-def correct_count(pred: Any, target: Any, threshold: float | None = None) -> tuple[int, int]:
-    """(correct, total) predictions.
+def train_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Any, y: Any) -> tuple[Any, Any]:
+    """One training step: forward, loss, backward (parameter gradients only), update (with the
+    optimizer's gradient clipping, if any). Returns the loss as a 0-d backend array (reading it waits
+    for the device) and the outputs."""
+    out = model.forward(x)
+    value = loss.forward(out, y)
+    model.backward_params(loss.backward())
+    optimizer.step()
+    return value, out
+
+
+# -- metrics, kept on the device ----------------------------------------------------------------------
+def correct_count(pred: Any, target: Any, threshold: float | None = None) -> tuple[Any, int]:
+    """(correct, total) predictions: correct as a 0-d backend array (no host read), total an int.
 
     With a ``threshold`` (binary or multi-label outputs) every element counts: ``pred > threshold``
     against ``target > 0.5``. Without one, (N, K>1) outputs are classes (argmax against integer labels
@@ -44,12 +65,12 @@ def correct_count(pred: Any, target: Any, threshold: float | None = None) -> tup
         if labels.shape != pred.shape[:1]:
             raise ValueError(f"accuracy: labels of shape {tuple(target.shape)} do not fit outputs "
                              f"{tuple(pred.shape)}")
-        return int((pred.argmax(axis=1) == labels).sum()), int(pred.shape[0])
+        return (pred.argmax(axis=1) == labels).sum(), int(pred.shape[0])
     if target.size != pred.size:
         raise ValueError(f"accuracy: targets of shape {tuple(target.shape)} do not fit outputs "
                          f"{tuple(pred.shape)}")
     hits = (pred > (0.5 if threshold is None else threshold)) == (target.reshape(pred.shape) > 0.5)
-    return int(hits.sum()), int(pred.size)
+    return hits.sum(), int(pred.size)
 
 
 def _threshold(loss: Loss | None) -> float | None:
@@ -59,32 +80,61 @@ def _threshold(loss: Loss | None) -> float | None:
     return 0.5 if isinstance(loss, BinaryCrossEntropy) else None
 
 
-def _host(a: Any, backend: Any) -> np.ndarray:
-    return backend.to_numpy(a) if backend.is_array(a) else np.asarray(a)
+class RunningSums:
+    """The sum of batch loss x batch size and the count of correct predictions, as one float64 pair on
+    the backend: adding to them queues device work and never waits; :meth:`read` is one host read.
+    (float64 holds counts exactly and adds the float32 losses as a host loop over floats would.)"""
+
+    def __init__(self, backend: Any, loss_sum: float = 0.0, correct: int = 0, accuracy: bool = False,
+                 threshold: float | None = None) -> None:
+        self.backend = backend
+        self.sums = backend.xp.asarray([loss_sum, correct], dtype=np.float64)
+        self.accuracy, self.threshold = accuracy, threshold
+        self.per_sample = 1  # accuracy's counted values per sample (every output value, with a threshold)
+
+    def add(self, value: Any | None, out: Any, target: Any) -> None:
+        if value is not None:
+            self.sums[:1] += value.astype(np.float64) * len(out)  # (a slice: in place, no scalar round trip)
+        if self.accuracy:
+            correct, total = correct_count(out, target, self.threshold)
+            self.sums[1:] += correct
+            self.per_sample = total // max(1, len(out))
+
+    def read(self) -> tuple[float, int]:
+        loss_sum, correct = self.backend.to_numpy(self.sums).tolist()
+        return loss_sum, int(correct)
 
 
-def _check_data(model: Layer, loss: Loss | None, x: np.ndarray, y: np.ndarray, what: str,
-                accuracy: bool = False) -> None:
-    """Refuse data that would fail or poison training, before any update: sizes, NaN/Inf, and targets
-    against the loss (or, without one, against ``accuracy``'s needs)."""
-    if len(x) != len(y):
-        raise ValueError(f"{what}: x has {len(x)} samples but y has {len(y)}")
-    if len(x) == 0:
-        raise ValueError(f"{what}: no samples")
-    for name, a in (("x", x), ("y", y)):
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            bad = np.argwhere(~np.isfinite(a))[0]
-            raise ValueError(f"{what}: {name} holds NaN or Inf (first at index {tuple(int(i) for i in bad)})")
-    if loss is not None or accuracy:
-        with _mode(model, False):
-            out_shape = (len(x), *model.forward(model.backend.asarray(x[:1])).shape[1:])
-        if loss is not None:
-            loss.check_target(out_shape, y)
-        else:
-            _check_class_targets(out_shape, y, what)
+# -- checks, once per dataset -------------------------------------------------------------------------
+def _module(backend: Any, a: Any) -> Any:
+    return backend.xp if backend.is_array(a) else np
 
 
-def _check_class_targets(out_shape: tuple[int, ...], y: np.ndarray, what: str) -> None:
+def _check_dataset(model: Layer, loss: Loss | None, loader: DataLoader, what: str, accuracy: bool = False) -> None:
+    """Refuse data that would fail or poison training, before any update: NaN/Inf, and targets against
+    the loss (or, without one, against ``accuracy``'s needs). The only host reads of a dataset."""
+    backend = model.backend
+    for name, a in (("x", loader.x), ("y", loader.y)):
+        if a is not None and a.dtype.kind == "f":
+            if not bool(_module(backend, a).isfinite(a).all()):
+                host = backend.to_numpy(a) if backend.is_array(a) else a
+                bad = np.argwhere(~np.isfinite(host))[0]
+                raise ValueError(f"{what}: {name} holds NaN or Inf (first at index {tuple(int(i) for i in bad)})")
+    if loss is None and not accuracy:
+        return
+    if loader.y is None:
+        raise ValueError(f"{what}: no targets y")
+    with _mode(model, False):
+        out_shape = (len(loader.x), *model.forward(loader.head(1)[0]).shape[1:])
+    targets = loader.targets()
+    if loss is not None:
+        loss.check_target(out_shape, targets)
+        loss.check_target_values(out_shape, targets)
+    else:
+        _check_class_targets(out_shape, targets, what)
+
+
+def _check_class_targets(out_shape: tuple[int, ...], y: Any, what: str) -> None:
     """Targets accuracy can be counted against: for (N, K>1) outputs, integer labels (N,) in [0, K) or
     rows (N, K); for other outputs, one target per output value."""
     if len(out_shape) == 2 and out_shape[1] > 1:
@@ -96,6 +146,60 @@ def _check_class_targets(out_shape: tuple[int, ...], y: np.ndarray, what: str) -
                              f"({out_shape[0]},) nor rows ({out_shape[0]}, {k}) for outputs {out_shape}")
     elif y.size != math.prod(out_shape):
         raise ValueError(f"{what}: targets of shape {tuple(y.shape)} do not fit outputs {out_shape}")
+
+
+def _check_metrics(metrics: Sequence[str]) -> None:
+    if isinstance(metrics, str):
+        raise TypeError(f"metrics must be a sequence of names, such as ({metrics!r},), got the string {metrics!r}")
+    for m in metrics:
+        if m not in METRICS:
+            raise ValueError(f"unknown metric {m!r}: choose from {METRICS}")
+
+
+def _check_optimizer(model: Layer, optimizer: Optimizer) -> None:
+    mine = {id(p) for p in model.parameters()}
+    if not any(id(p) in mine for p in optimizer.params):
+        raise ValueError("the optimizer holds none of this model's parameters, so training would change "
+                         "nothing: build it with model.parameters()")
+
+
+def _check_last_batch(model: Layer, loader: DataLoader) -> None:
+    """A BatchNorm cannot normalize a last batch of one sample (its variance is undefined) unless it
+    also averages over pixels (BatchNorm2D on maps larger than 1x1)."""
+    n, b = len(loader.x), loader.batch_size
+    if 1 < b < n and n % b == 1 and not loader.drop_last:
+        # (_check_dataset's probe forward left each BatchNorm's input shape)
+        lonely = [type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm)
+                  and math.prod(getattr(m, "input_shape", (1, 1))[2:]) < 2]
+        if lonely:
+            raise ValueError(f"{n} samples in batches of {b} leave a last batch of one sample, "
+                             f"which {lonely[0]} cannot normalize: choose another batch_size")
+
+
+def as_loader(model: Layer, x: Any, y: Any = None, *, batch_size: int | None, shuffle: bool = False,
+              seed: int | None = None, resident: bool | None = None) -> DataLoader:
+    """``x`` itself when it is a DataLoader (on the model's backend), else a loader over (x, y).
+
+    Data stay on the backend for the whole run (``resident``) when they fit, which is always on the
+    CPU; arrays already on the backend are never copied back to the host."""
+    backend = model.backend
+    if isinstance(x, DataLoader):
+        if y is not None:
+            raise ValueError("give targets inside the DataLoader, not as y as well")
+        if x.backend is not None and x.backend is not backend:
+            raise ValueError(f"the DataLoader feeds the {x.backend!r} backend, the model is on {backend!r}: build "
+                             "it with backend=model.backend")
+        if x.backend is None:
+            raise ValueError("the DataLoader has no backend: build it with backend=model.backend")
+        return x
+    on_device = backend.is_array(x)
+    x = x if on_device else np.asarray(x)
+    if y is not None and not backend.is_array(y):
+        y = np.asarray(y)
+    if resident is None:
+        resident = on_device or backend.can_hold(x.nbytes + (0 if y is None else y.nbytes))
+    return DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, backend=backend,
+                      resident=bool(resident))
 
 
 @contextmanager
@@ -112,141 +216,290 @@ def _mode(model: Layer, training: bool) -> Iterator[None]:
             m.training = mode
 
 
-def _all_finite(backend: Any, arrays: Sequence[Any]) -> bool:
-    return all(bool(backend.xp.isfinite(a).all()) for a in arrays)
+# -- snapshots, for divergence and early stopping -----------------------------------------------------
+class Snapshot:
+    """Copies of a model's weights and buffers and of its optimizer's state and step count, taken at a
+    point known to be good and put back on demand. Copies stay on the backend and are reused."""
+
+    def __init__(self, model: Layer, optimizer: Optimizer | None = None) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.saved: dict[str, Any] = {}
+        self.steps = 0
+
+    def _arrays(self) -> dict[str, Any]:
+        arrays = dict(self.model.state_arrays())  # type: ignore[attr-defined]
+        if self.optimizer is not None:
+            arrays.update({f"optim/{i}/{k}": v for i, p in enumerate(self.optimizer.params)
+                           for k, v in p.state.items()})
+        return arrays
+
+    def take(self) -> None:
+        saved = {}
+        for name, a in self._arrays().items():
+            copy = self.saved.get(name)
+            if copy is None or copy.shape != a.shape or copy.dtype != a.dtype:
+                copy = a.copy()
+            else:
+                copy[...] = a
+            saved[name] = copy
+        self.saved = saved
+        self.steps = self.optimizer.steps if self.optimizer is not None else 0
+
+    def restore(self) -> None:
+        for name, a in self._arrays().items():
+            if name in self.saved:
+                a[...] = self.saved[name]
+            else:  # optimizer state first made after the snapshot: back to not existing
+                _, i, key = name.split("/")
+                del self.optimizer.params[int(i)].state[key]  # type: ignore[union-attr]
+        if self.optimizer is not None:
+            self.optimizer.steps = self.steps
+
+    def model_finite(self) -> bool:
+        """Whether every weight and buffer is finite (one host read)."""
+        xp = self.model.backend.xp
+        arrays = [a for a in self.model.state_arrays().values() if a.size]  # type: ignore[attr-defined]
+        return not arrays or bool(xp.stack([xp.isfinite(a).all() for a in arrays]).all())
 
 
-def _check_metrics(metrics: Sequence[str]) -> None:
-    if isinstance(metrics, str):
-        raise TypeError(f"metrics must be a sequence of names, such as ({metrics!r},), got the string {metrics!r}")
-    for m in metrics:
-        if m not in METRICS:
-            raise ValueError(f"unknown metric {m!r}: choose from {METRICS}")
+# -- the loop -------------------------------------------------------------------------------------------
+@dataclass
+class TrainingState:
+    """Where training stands, as much as resuming it exactly needs besides weights and generators."""
+
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches of the current epoch finished
+    loss_sum: float = 0.0  # this epoch's sum of batch loss x batch size, as of the last reporting point
+    correct: int = 0  # this epoch's correct predictions, likewise
+    seen: int = 0  # this epoch's samples trained on
+    seconds: float = 0.0  # this epoch's training time before a stop
+    order: np.ndarray | None = None  # this epoch's sample order
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per finished epoch
+
+    COUNTERS = ("epoch", "batch", "loss_sum", "correct", "seen", "seconds")
+
+    def counters(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in self.COUNTERS}
 
 
-def fit(model: Layer, x: Any, y: Any, *, loss: Loss, optimizer: Optimizer, epochs: int = 1,
+@dataclass
+class Loop:
+    """What callbacks see: the objects being trained and where training stands."""
+
+    model: Layer
+    loss: Loss
+    optimizer: Optimizer
+    loader: DataLoader
+    epochs: int
+    state: TrainingState
+    stop_training: bool = False
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    @property
+    def batch(self) -> int:
+        return self.state.batch
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.loader)
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.state.history
+
+
+def fit(model: Layer, x: Any, y: Any = None, *, loss: Loss, optimizer: Optimizer, epochs: int = 1,
         batch_size: int | None = None, shuffle: bool = True, seed: int | None = None,
-        validation_data: tuple[Any, Any] | None = None, scheduler: LRScheduler | None = None,
-        metrics: Sequence[str] = (), progress: bool = True) -> dict[str, list[float]]:
-    """Train ``model`` for ``epochs`` passes over (x, y) and return the history of each epoch.
+        validation_data: tuple[Any, Any] | DataLoader | None = None, scheduler: LRScheduler | None = None,
+        metrics: Sequence[str] = (), progress: bool = True, callbacks: Sequence[Callback] = (),
+        resident: bool | None = None, state: TrainingState | None = None,
+        report_interval: float | None = None) -> dict[str, list[float]]:
+    """Train ``model`` for ``epochs`` passes over (x, y), or over the DataLoader ``x``; return the history.
 
     ``batch_size=None`` trains on the full batch, 1 is single-sample SGD, anything between is
-    mini-batch. Shuffling is seeded by ``seed``. ``scheduler`` is stepped after every epoch. The
-    history has "loss" (mean training loss of the epoch), each metric, and with ``validation_data``
-    "val_loss" and "val_<metric>". A NaN or Inf loss raises :class:`TrainingDivergedError` naming the
-    epoch and batch, after restoring the weights of the last batch whose loss was finite.
+    mini-batch. Shuffling is seeded by ``seed`` (else by :func:`~backprop.manual_seed`). ``scheduler`` is
+    stepped after every epoch. Data stay on the backend for the whole run when they fit (``resident``).
+    ``progress`` adds a progress bar and a line per epoch to ``callbacks``. ``state`` resumes a loop
+    where a checkpoint left it. The history maps "loss", each metric, and with ``validation_data``
+    "val_loss" and "val_<metric>" to one value per epoch (callbacks also see "lr", "seconds",
+    "images_per_s" and "eval_seconds" in each epoch's record).
+
+    Values are read from the device only at reporting points (every ``report_interval`` seconds,
+    default :data:`REPORT_INTERVAL`, and at each epoch's end); a NaN or Inf loss or weight found there raises :class:`TrainingDivergedError`
+    after putting back the weights, buffers and optimizer state of the last good reporting point.
     """
     backend = model.backend
     if not isinstance(epochs, numbers.Integral) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    report_interval = check_number(REPORT_INTERVAL if report_interval is None else report_interval,
+                                   "report_interval", lambda v: v >= 0, "finite and >= 0")
     _check_metrics(metrics)
-    x, y = _host(x, backend), _host(y, backend)
+    _check_optimizer(model, optimizer)
     loss.to(backend)
-    _check_data(model, loss, x, y, "training data")
-    if validation_data is not None:
-        validation_data = (_host(validation_data[0], backend), _host(validation_data[1], backend))
-        _check_data(model, loss, *validation_data, "validation data")
-    threshold = _threshold(loss)
-    if seed is None and shuffle:  # the order then follows manual_seed, as in PyTorch
+    if seed is None and shuffle and not isinstance(x, DataLoader):  # the order follows manual_seed, as in PyTorch
         seed = backend.draw_seed()
-    loader = DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, backend=backend)
-    if batch_size is not None and 1 < batch_size < len(x) and len(x) % batch_size == 1:
-        # (_check_data's probe forward left each BatchNorm's input shape; a BatchNorm2D also averages
-        # over H and W, so one image is enough unless its maps are 1x1)
-        lonely = [type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm)
-                  and math.prod(getattr(m, "input_shape", (1, 1))[2:]) < 2]
-        if lonely:
-            raise ValueError(f"{len(x)} samples in batches of {batch_size} leave a last batch of one sample, "
-                             f"which {lonely[0]} cannot normalize: choose another batch_size")
-    # Weights and buffers (BatchNorm statistics) as of the last batch whose loss was finite.
-    tracked = [p.data for p in model.parameters()] + list(model.named_buffers().values())
-    last_good = [a.copy() for a in tracked]
-    history: dict[str, list[float]] = {"loss": [], **{m: [] for m in metrics}}
-
-    def diverged(what: str, advice: str = "lower the learning rate or clip gradients (clip_norm=...)"
-                 ) -> TrainingDivergedError:
-        for a, good in zip(tracked, last_good):
-            a[...] = good
-        return TrainingDivergedError(f"{what}: training stopped and the weights and statistics before the last "
-                                     f"update (which gave a finite training loss) were restored; {advice}")
-
-    with _mode(model, True):
-        for epoch in range(1, epochs + 1):
-            total_loss, seen, correct, counted = 0.0, 0, 0, 0
-            bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress,
-                       leave=False, dynamic_ncols=True)
-            for batch, (xb, yb) in enumerate(bar, 1):
-                out = model.forward(xb)
-                value = float(loss.forward(out, yb))
-                if not math.isfinite(value):
-                    raise diverged(f"loss became {value} at epoch {epoch}, batch {batch}")
-                model.backward_params(loss.backward())
-                for a, good in zip(tracked, last_good):
-                    good[...] = a
-                optimizer.step()
-                total_loss += value * len(xb)
-                seen += len(xb)
-                if metrics:
-                    c, t = correct_count(out, yb, threshold)
-                    correct, counted = correct + c, counted + t
-                if progress:
-                    bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
-            if not _all_finite(backend, tracked):  # the epoch's last update, which no loss has seen yet
-                raise diverged(f"the weights became NaN or Inf in the last update of epoch {epoch}")
-            history["loss"].append(total_loss / seen)
-            if "accuracy" in metrics:
-                history["accuracy"].append(correct / counted)
-            if validation_data is not None:
-                scores = evaluate(model, *validation_data, loss=loss, metrics=metrics)
-                if not math.isfinite(scores["loss"]):
-                    raise diverged(f"the validation loss became {scores['loss']} after epoch {epoch}, with a "
-                                   "finite training loss", "check the validation data's scale, or lower the "
-                                   "learning rate")
-                for k, v in scores.items():
-                    history.setdefault(f"val_{k}", []).append(v)
-            if scheduler is not None:
-                scheduler.step()
-            if progress:
-                summary = "  ".join(f"{k} {v[-1]:.4f}" for k, v in history.items())
-                tqdm.write(f"epoch {epoch}/{epochs}  {summary}")
-    return history
+    loader = as_loader(model, x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, resident=resident)
+    _check_dataset(model, loss, loader, "training data")
+    val_loader = None
+    if validation_data is not None:
+        val_loader = as_loader(model, *((validation_data,) if isinstance(validation_data, DataLoader)
+                                        else validation_data), batch_size=EVAL_BATCH, resident=resident)
+        _check_dataset(model, loss, val_loader, "validation data")
+    _check_last_batch(model, loader)
+    loop = Loop(model, loss, optimizer, loader, int(epochs), state or TrainingState())
+    hooks = CallbackList([*callbacks, *((ProgressBar(), EpochLine()) if progress else ())])
+    runner = _Runner(loop, hooks, val_loader, scheduler, metrics, report_interval)
+    with _mode(model, True), targets_checked(loss):
+        if not runner.snapshot.model_finite():
+            raise ValueError("the model's weights or buffers hold NaN or Inf before training")
+        runner.snapshot.take()
+        hooks.on_train_begin(loop)
+        try:
+            while loop.state.epoch < loop.epochs and not loop.stop_training:
+                runner.epoch()
+        finally:
+            hooks.on_train_end(loop)
+    keys = ["loss", *metrics, *(f"val_{k}" for k in ("loss", *metrics) if val_loader is not None)]
+    return {k: [row[k] for row in loop.history] for k in keys}
 
 
-def predict(model: Layer, x: Any, batch_size: int = 1000) -> np.ndarray:
-    """Outputs for ``x`` in inference mode, batch by batch, as a host NumPy array."""
+class _Runner:
+    """One epoch at a time of :func:`fit`'s loop, with its reporting points."""
+
+    def __init__(self, loop: Loop, hooks: Callback, val_loader: DataLoader | None, scheduler: LRScheduler | None,
+                 metrics: Sequence[str], report_interval: float) -> None:
+        self.loop, self.hooks, self.val_loader, self.scheduler = loop, hooks, val_loader, scheduler
+        self.metrics, self.report_interval = tuple(metrics), report_interval
+        self.snapshot = Snapshot(loop.model, loop.optimizer)
+        self.good = "the start of training"  # where the snapshot was taken
+
+    def epoch(self) -> None:
+        loop, st, backend = self.loop, self.loop.state, self.loop.model.backend
+        if st.batch == 0:
+            st.order = loop.loader.order()
+        sums = RunningSums(backend, st.loss_sum, st.correct, "accuracy" in self.metrics, _threshold(loop.loss))
+        self.hooks.on_epoch_begin(loop)
+        start = time.perf_counter()
+        next_report = start + self.report_interval
+        for xb, yb in loop.loader.batches(st.order, st.batch):
+            self.hooks.on_batch_begin(loop)
+            value, out = train_step(loop.model, loop.loss, loop.optimizer, xb, yb)
+            sums.add(value, out, yb)
+            st.batch += 1
+            st.seen += len(xb)
+            self.hooks.on_batch_end(loop)
+            if loop.stop_training or time.perf_counter() >= next_report:
+                self.report(sums)
+                next_report = time.perf_counter() + self.report_interval
+            if loop.stop_training:
+                break
+        backend.synchronize()
+        seconds = st.seconds + time.perf_counter() - start
+        if st.batch < len(loop.loader):  # stopped mid-epoch, at a reporting point
+            st.seconds = seconds
+            return
+        self.report(sums)
+        logs = {"loss": st.loss_sum / st.seen}
+        if "accuracy" in self.metrics:
+            logs["accuracy"] = st.correct / (st.seen * sums.per_sample)
+        if self.val_loader is not None:
+            t = time.perf_counter()
+            scores = _evaluate(loop.model, self.val_loader, loop.loss, self.metrics)
+            if not math.isfinite(scores["loss"]):
+                self.diverged(f"the validation loss became {scores['loss']} after epoch {st.epoch + 1}, with a "
+                              "finite training loss", "check the validation data's scale, or lower the learning rate")
+            logs.update({f"val_{k}": v for k, v in scores.items()})
+            logs["eval_seconds"] = round(time.perf_counter() - t, 3)
+        logs.update(lr=loop.optimizer.lr, seconds=round(seconds, 3), images_per_s=round(st.seen / seconds, 1))
+        st.history.append({"epoch": st.epoch + 1, **logs})
+        st.epoch, st.batch, st.loss_sum, st.correct, st.seen, st.seconds, st.order = st.epoch + 1, 0, 0.0, 0, 0, 0.0, None
+        self.good = f"the end of epoch {st.epoch}"
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.hooks.on_epoch_end(loop, logs)
+
+    def report(self, sums: RunningSums) -> None:
+        """A reporting point: read the sums, check loss and weights, take a snapshot, tell the callbacks."""
+        loop, st = self.loop, self.loop.state
+        st.loss_sum, st.correct = sums.read()
+        where = f"epoch {st.epoch + 1}, batch {st.batch}"
+        if not math.isfinite(st.loss_sum):
+            self.diverged(f"the training loss became {st.loss_sum / max(1, st.seen)} at or before {where}")
+        if not self.snapshot.model_finite():
+            self.diverged(f"the weights became NaN or Inf at or before {where}")
+        self.snapshot.take()
+        self.good = where
+        logs = {"loss": st.loss_sum / max(1, st.seen)}
+        if "accuracy" in self.metrics:
+            logs["accuracy"] = st.correct / max(1, st.seen * sums.per_sample)
+        self.hooks.on_report(loop, logs)
+
+    def diverged(self, what: str, advice: str = "lower the learning rate or clip gradients (clip_norm=...)") -> None:
+        self.snapshot.restore()
+        raise TrainingDivergedError(f"{what}: training stopped, and the weights, statistics and optimizer state "
+                                    f"of {self.good} (the last point where they were checked and finite) were "
+                                    f"restored; {advice}")
+
+
+# -- evaluation and prediction ------------------------------------------------------------------------
+def _evaluate(model: Layer, loader: DataLoader, loss: Loss | None, metrics: Sequence[str],
+              confusion: bool = False) -> dict[str, Any]:
+    """Scores over checked data, with one host read at the end."""
     backend = model.backend
-    x = _host(x, backend)
-    with _mode(model, False):
-        outs = [backend.to_numpy(model.forward(xb))
-                for xb, _ in DataLoader(x, batch_size=batch_size, shuffle=False, backend=backend)]
-    return np.concatenate(outs)
+    sums = RunningSums(backend, accuracy="accuracy" in metrics, threshold=_threshold(loss))
+    matrix = None
+    guard = targets_checked(loss) if loss is not None else _nothing()
+    with _mode(model, False), guard:
+        for xb, yb in loader.batches():
+            out = model.forward(xb)
+            sums.add(None if loss is None else loss.forward(out, yb), out, yb)
+            if confusion:
+                if out.ndim != 2 or out.shape[1] < 2:
+                    raise ValueError(f"a confusion matrix needs class outputs (N, K>1), got {tuple(out.shape)}")
+                k = out.shape[1]
+                labels = yb if yb.ndim == 1 else yb.argmax(axis=1)
+                counts = backend.xp.bincount(labels * k + out.argmax(axis=1), minlength=k * k)
+                matrix = counts if matrix is None else matrix + counts
+    loss_sum, correct = sums.read()
+    scores: dict[str, Any] = {"loss": loss_sum / len(loader.x)} if loss is not None else {}
+    if "accuracy" in metrics:
+        scores["accuracy"] = correct / (len(loader.x) * sums.per_sample)
+    if matrix is not None:
+        k = int(math.isqrt(matrix.size))
+        scores["confusion"] = backend.to_numpy(matrix).reshape(k, k)
+    return scores
 
 
-def evaluate(model: Layer, x: Any, y: Any, *, loss: Loss | None = None,
-             metrics: Sequence[str] | None = None, batch_size: int = 1000) -> dict[str, float]:
-    """Mean ``loss`` (when given) and each metric over (x, y), in inference mode.
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def evaluate(model: Layer, x: Any, y: Any = None, *, loss: Loss | None = None, metrics: Sequence[str] | None = None,
+             batch_size: int = EVAL_BATCH, confusion: bool = False) -> dict[str, Any]:
+    """Mean ``loss`` (when given) and each metric over (x, y) or the DataLoader ``x``, in inference mode.
 
     ``metrics=None`` means accuracy, unless the loss is a regression loss (MSE): then none.
+    ``confusion=True`` adds "confusion", a (K, K) int64 NumPy array: rows are true classes, columns
+    predicted ones.
     """
-    backend = model.backend
     if metrics is None:
         metrics = () if isinstance(loss, MSE) else ("accuracy",)
     _check_metrics(metrics)
-    x, y = _host(x, backend), _host(y, backend)
     if loss is not None:
-        loss.to(backend)
-    _check_data(model, loss, x, y, "evaluation data", accuracy="accuracy" in metrics)
-    threshold = _threshold(loss)
-    total_loss, correct, counted = 0.0, 0, 0
+        loss.to(model.backend)
+    loader = as_loader(model, x, y, batch_size=batch_size)
+    _check_dataset(model, loss, loader, "evaluation data", accuracy="accuracy" in metrics or confusion)
+    return _evaluate(model, loader, loss, metrics, confusion)
+
+
+def predict(model: Layer, x: Any, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Outputs for ``x`` in inference mode, batch by batch, as a host NumPy array (one read at the end)."""
+    backend = model.backend
+    loader = as_loader(model, x, batch_size=batch_size)
     with _mode(model, False):
-        for xb, yb in DataLoader(x, y, batch_size=batch_size, shuffle=False, backend=backend):
-            out = model.forward(xb)
-            if loss is not None:
-                total_loss += float(loss.forward(out, yb)) * len(xb)
-            if metrics:
-                c, t = correct_count(out, yb, threshold)
-                correct, counted = correct + c, counted + t
-    scores = {"loss": total_loss / len(x)} if loss is not None else {}
-    if "accuracy" in metrics:
-        scores["accuracy"] = correct / counted
-    return scores
+        outs = [model.forward(xb) for xb, _ in loader.batches()]
+    return backend.to_numpy(backend.xp.concatenate(outs))

@@ -161,8 +161,10 @@ def _cycle(batches: Any):
 
 def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> dict[str, Any]:
     from backprop import SoftmaxCrossEntropy, get_backend
+    from backprop.checks import check_labels
     from backprop.data import load_mnist_subset
-    from backprop.runs import build, evaluate, loaders
+    from backprop.losses import targets_checked
+    from backprop.runs import build, loaders
 
     data = load_mnist_subset()
     config = _config(model_name, backend_name, args.train_images)
@@ -173,16 +175,23 @@ def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> di
     context = clock() - t
     train, test = loaders(data, config, backend)
     epoch = list(train)  # every batch on the backend before any clock starts, as for torch
+    check_labels(train.y, 10, "training labels")  # once, as fit does; the steps then skip it
     backend.synchronize()  # (on the GPU, the batches' scaling may still be queued)
     t0 = clock()
     model, opt = build(config, backend, classes=10)
     loss = SoftmaxCrossEntropy(backend)
+    with targets_checked(loss):
+        return _time_ours(model, loss, opt, epoch, test, t0, context, args)
+
+
+def _time_ours(model: Any, loss: Any, opt: Any, epoch: list[Any], test: Any, t0: float, context: float,
+               args: argparse.Namespace) -> dict[str, Any]:
+    from backprop.training import evaluate, train_step
+
+    backend, clock = model.backend, time.perf_counter
 
     def step(xb: Any, yb: Any) -> None:
-        out = model.forward(xb)
-        loss.forward(out, yb)
-        model.backward_params(loss.backward())
-        opt.step()
+        train_step(model, loss, opt, xb, yb)
 
     step(*epoch[0])
     backend.synchronize()
@@ -190,7 +199,8 @@ def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> di
     for xb, yb in epoch[1:]:  # the rest of the epoch: accuracy, and the warm-up
         step(xb, yb)
     backend.synchronize()
-    test_loss, test_acc, _ = evaluate(model, test, 10)
+    scores = evaluate(model, test, loss=loss)
+    test_loss, test_acc = scores["loss"], scores["accuracy"]
     endless = _cycle(epoch)
     rates = []
     for _ in range(args.windows):

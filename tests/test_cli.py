@@ -58,7 +58,7 @@ def test_train_smoke(tmp_path, capsys):
     for name in ("config.json", "checkpoint.npz", "model.npz", "metrics.csv", "metrics.json"):
         assert (run / name).is_file(), name
     rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert len(rows) == 1 and 0 <= float(rows[0]["test_acc"]) <= 1 and float(rows[0]["images_per_s"]) > 0
+    assert len(rows) == 1 and 0 <= float(rows[0]["val_accuracy"]) <= 1 and float(rows[0]["images_per_s"]) > 0
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "simpleconvnet" and config["data_source"] == "embedded subset"
     assert not list(run.glob(".*tmp"))  # atomic writes leave no temporaries

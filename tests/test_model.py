@@ -171,7 +171,7 @@ def test_divergence_stops_with_epoch_and_batch_and_restores_weights_and_statisti
     x, y = regression_data(rng)
     with bp.use_backend(backend):
         model = bp.Sequential(bp.Linear(3, 8), bp.BatchNorm1D(8), bp.Linear(8, 1))
-    with pytest.raises(bp.TrainingDivergedError, match=r"at epoch \d+, batch \d+"):
+    with pytest.raises(bp.TrainingDivergedError, match=r"training loss became (nan|inf) at or before epoch \d+, batch \d+"):
         model.fit(x, y * 1e3, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=50.0), epochs=50,
                   batch_size=8, progress=False)
     assert all(np.isfinite(backend.to_numpy(a)).all() for a in model.state_arrays().values())
@@ -198,7 +198,7 @@ def test_divergence_in_the_last_update_or_the_validation_loss_is_caught_too(back
     x, y = regression_data(rng, 8)
     model = bp.Sequential(bp.Linear(3, 1, backend=backend))
     before = weights(model)
-    with pytest.raises(bp.TrainingDivergedError, match="last update of epoch 1"):
+    with pytest.raises(bp.TrainingDivergedError, match="weights became NaN or Inf at or before epoch 1, batch 1"):
         model.fit(x, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=1e38), epochs=1, progress=False)
     for k, v in weights(model).items():  # the weights before that update, which gave a finite loss
         np.testing.assert_array_equal(v, before[k])

@@ -86,14 +86,24 @@ class DataLoader:
         return self.rng.permutation(len(self.x)) if self.shuffle else None
 
     def batches(self, order: np.ndarray | None = None, start: int = 0) -> Iterator[tuple[Any, Any]]:
-        """The batches of one epoch in ``order`` (from :meth:`order`), from batch number ``start`` on."""
+        """The batches of one epoch in ``order`` (from :meth:`order`), from batch number ``start`` on.
+
+        A resident loader uploads the order once and gathers every batch on the device."""
         n = len(self.x)
+        if self.resident and order is not None:
+            order = self.backend.asarray(order)  # type: ignore[union-attr]
         for i in range(start, len(self)):
             sl = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
             idx = sl if order is None else order[sl]
-            if self.resident and order is not None:
-                idx = self.backend.xp.asarray(idx)  # type: ignore[union-attr]
             yield self._x(self.x[idx]), None if self.y is None else self._y(self.y[idx])
+
+    def head(self, n: int) -> tuple[Any, Any]:
+        """The first ``n`` samples as a batch would give them (for probing a model's output shape)."""
+        return self._x(self.x[:n]), None if self.y is None else self._y(self.y[:n])
+
+    def targets(self) -> Any:
+        """Every target as the batches give them (one-hot rows with ``one_hot``), for checking them once."""
+        return None if self.y is None else self._y(self.y)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self.batches(self.order())
