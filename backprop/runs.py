@@ -361,8 +361,9 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
         fit(model, train_loader, loss=SoftmaxCrossEntropy(backend), optimizer=optimizer, epochs=config.epochs,
             validation_data=test_loader, metrics=["accuracy"], progress=False, callbacks=callbacks, state=state)
     except TrainingDivergedError as exc:
-        raise TrainingDivergedError(f"{exc}. The checkpoint of the last finished epoch is in {run_dir}; lower "
-                                    "the learning rate (--lr)") from None
+        kept = (f"{run_dir / CHECKPOINT} still holds epoch {state.epoch}" if state.epoch else
+                f"no epoch finished, so {run_dir} holds no checkpoint")
+        raise TrainingDivergedError(f"{exc}. {kept}") from None
     if interrupt.interrupted and state.batch:
         checkpoint.save(model, optimizer, state)
         raise Interrupted(f"stopped in epoch {state.epoch + 1} after batch {state.batch}/{len(train_loader)}")

@@ -295,3 +295,35 @@ def test_console_entry_points_without_a_gpu(tmp_path):
     helped = subprocess.run([sys.executable, "-m", "backprop", "train", "--help"], capture_output=True, text=True,
                             env=env, timeout=120)
     assert helped.returncode == 0 and "--resume RUN_DIR" in helped.stdout
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
+def test_divergence_never_overwrites_a_good_checkpoint(tmp_path, monkeypatch, capsys):
+    """The weights turn NaN in epoch 2: the run stops with one line, and checkpoint.npz and model.npz
+    still hold epoch 1, from which the run resumes."""
+    step = Optimizer.step
+    calls = {"n": 0}
+
+    def step_then_poison(self):
+        step(self)
+        calls["n"] += 1
+        if calls["n"] == 8:  # epoch 2, batch 2 of 6
+            self.params[0].data[...] = np.nan
+
+    monkeypatch.setattr(Optimizer, "step", step_then_poison)
+    assert main(["train", "--epochs", "3", "--run-dir", "run", *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert "became nan at or before epoch 2" in err and "checkpoint.npz still holds epoch 1" in err, err
+    arrays, meta = load_arrays(tmp_path / "run" / "checkpoint.npz")
+    assert meta["progress"]["epoch"] == 1 and len(meta["history"]) == 1
+    assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
+    assert all(np.isfinite(a).all() for a in load_arrays(tmp_path / "run" / "model.npz")[0].values())
+    monkeypatch.setattr(Optimizer, "step", step)
+    assert main(["train", "--resume", "run", "--no-progress"]) == 0
+    assert load_arrays(tmp_path / "run" / "checkpoint.npz")[1]["progress"]["epoch"] == 3
+
+
+def test_divergence_in_the_first_epoch_says_there_is_no_checkpoint(capsys):
+    assert main(["train", "--epochs", "2", "--lr", "1e30", "--run-dir", "run", *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert "no epoch finished, so run holds no checkpoint" in err and "Traceback" not in err
