@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from backprop.backends.base import Backend, Pair
-from backprop.kernels.reference import conv_output_size
+from backprop.kernels.reference import adam_scalars, conv_output_size
 
 INSTALL_HINT = "pip install 'backprop[numba]'"
 
@@ -190,8 +190,7 @@ class NumbaBackend(Backend):
         if not self._inplace_ok(p, g, m, v):
             return super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
         t = p.dtype.type
-        lr_t = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
-        eps_t = eps * (1 - beta2 ** step) ** 0.5
+        lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
         self.k.adam(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),
                     t(1 - beta1), t(beta2), t(1 - beta2), t(eps_t), _tiny(p))
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from backprop.kernels.reference import conv_output_size
+from backprop.kernels.reference import adam_scalars, conv_output_size
 
 Pair = tuple[int, int]
 
@@ -393,8 +393,7 @@ def adam_update(p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: 
     """Adam with the reference's bias correction; ``step`` counts from 1."""
     r = runner or default_runner()
     g = _update_operands(r, p, g, m=m, v=v)
-    lr_t = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
-    eps_t = eps * (1 - beta2 ** step) ** 0.5
+    lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
     t = p.dtype.type
     r.launch("adam_update", p.dtype, p.size,
              (p, g, m, v, np.int64(p.size), t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(lr_t), t(eps_t)))

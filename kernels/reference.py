@@ -308,15 +308,22 @@ def rmsprop_update(xp: Any, p: Any, g: Any, mean_sq: Any, lr: float, rho: float,
     p -= lr * g / (xp.sqrt(mean_sq) + eps)
 
 
+def adam_scalars(lr: float, beta1: float, beta2: float, eps: float, step: int) -> tuple[float, float]:
+    """(lr_t, eps_t): the bias corrections of step ``step`` (from 1) folded into the step size and
+    epsilon, so that lr_t * m / (sqrt(v) + eps_t) is lr * m_hat / (sqrt(v_hat) + eps). Every backend
+    takes them from here."""
+    correction = (1 - beta2 ** step) ** 0.5
+    return lr * correction / (1 - beta1 ** step), eps * correction
+
+
 def adam_update(xp: Any, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
                 eps: float, step: int) -> None:
-    """In-place Adam step with bias correction; ``step`` counts from 1.
+    """In-place Adam step with bias correction (:func:`adam_scalars`); ``step`` counts from 1.
 
     Every intermediate goes through one scratch array (``out=``), so a step allocates once per
     parameter instead of once per operation.
     """
-    lr_t = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
-    eps_t = eps * (1 - beta2 ** step) ** 0.5
+    lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
     tmp = xp.empty_like(p)
     m *= beta1
     xp.multiply(g, 1 - beta1, out=tmp)

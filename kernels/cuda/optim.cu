@@ -43,7 +43,7 @@ __global__ void rmsprop_update(T* __restrict__ p, const T* __restrict__ g, T* __
 }
 
 // Adam with bias correction folded into lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t) and
-// eps_t = eps * sqrt(1 - beta2^t), both computed on the host as in the reference:
+// eps_t = eps * sqrt(1 - beta2^t), both computed on the host by adam_scalars in kernels/reference.py:
 // m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g^2 (both with subnormals flushed);
 // p -= lr_t * m / (sqrt(v) + eps_t).
 template <typename T>
