@@ -432,7 +432,8 @@ def test_harness_elementwise_past_2_31_elements(probe, rng, name):
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["softmax", "softmax_backward", "xent_labels", "xent_probabilities"])
+@pytest.mark.parametrize("name", ["softmax", "softmax_backward", "softmax_cross_entropy_labels",
+                                  "softmax_cross_entropy_probs"])
 def test_harness_row_kernels_past_2_31_elements(probe, rng, name):
     """The last of 2^15 + 1 rows of 2^16 values starts at element 2^31 (float64: the kernels sum a
     row in order, NumPy pairwise, which in float32 differ by more than 1e-5 over 65536 values)."""
@@ -441,7 +442,7 @@ def test_harness_row_kernels_past_2_31_elements(probe, rng, name):
     run = probe([last])
     a, b = lazy((rows, cols), np.float64), lazy((rows, cols), np.float64)
     a[last] = rng.standard_normal(cols) * 3
-    b[last] = rng.dirichlet(np.ones(cols)) if name == "xent_probabilities" else rng.standard_normal(cols)
+    b[last] = rng.dirichlet(np.ones(cols)) if name == "softmax_cross_entropy_probs" else rng.standard_normal(cols)
     if name == "softmax":
         got, expected = cuda.softmax(a, runner=run)[last], ref.softmax(np, a[last:])[0]
     elif name == "softmax_backward":
@@ -452,7 +453,7 @@ def test_harness_row_kernels_past_2_31_elements(probe, rng, name):
         expected = ref.softmax_backward(np, b[last:], y)[0]
     else:
         target = b
-        if name == "xent_labels":
+        if name == "softmax_cross_entropy_labels":
             target = lazy((rows,), np.int64)
             target[last] = cols - 3
         loss, grad = cuda.softmax_cross_entropy(a, target, runner=run)
