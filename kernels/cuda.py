@@ -342,7 +342,8 @@ def softmax_backward(dout: Any, y: Any, runner: Runner | None = None) -> Any:
 
 def softmax_cross_entropy(logits: Any, target: Any, runner: Runner | None = None) -> tuple[Any, Any]:
     """(mean loss as a 0-d array, dlogits) against integer labels (N,) or probabilities (N, K) of
-    the logits' dtype. A label outside [0, K) makes the loss NaN (the loss layer checks labels)."""
+    the logits' dtype. A label outside [0, K) makes the loss and its gradient row NaN, as in the
+    reference."""
     r = runner or default_runner()
     logits = r.xp.ascontiguousarray(logits)
     if logits.ndim != 2 or logits.shape[1] == 0:

@@ -304,14 +304,18 @@ def _shifted_exp_row(logits, i, grad):  # pragma: no cover - compiled
 
 @_kernel()
 def softmax_cross_entropy_labels(logits, labels, grad):  # pragma: no cover - compiled
-    """Gradient (softmax - onehot) / N into ``grad``; returns the mean loss, log-sum-exp per row."""
+    """Gradient (softmax - onehot) / N into ``grad``; returns the mean loss, log-sum-exp per row. A
+    label outside [0, K) makes its row's loss and gradient NaN, as in the reference."""
     n, k = logits.shape
     total = 0.0
     for i in range(n):
         m, s = _shifted_exp_row(logits, i, grad)
         t = labels[i]
         if t < 0 or t >= k:
-            raise ValueError("softmax_cross_entropy: a label lies outside [0, K)")
+            total += math.nan
+            for j in range(k):
+                grad[i, j] = math.nan
+            continue
         total += math.log(s) - (logits[i, t] - m)
         scale = 1.0 / (s * n)
         for j in range(k):

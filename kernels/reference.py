@@ -247,6 +247,10 @@ def softmax_cross_entropy(xp: Any, logits: Any, target: Any) -> tuple[Any, Any]:
 
     Returns (loss, dlogits) where loss is a 0-d array, computed through log-sum-exp so that large
     logits neither overflow nor lose the answer, and dlogits = (softmax - target) / N.
+
+    A label outside [0, K) makes its row's loss, and so the mean, NaN, and its gradient row NaN, on
+    every backend: kernels neither raise nor read labels back to the host (on a GPU that would
+    synchronize every step), so callers check labels once, before training.
     """
     n = logits.shape[0]
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -254,14 +258,19 @@ def softmax_cross_entropy(xp: Any, logits: Any, target: Any) -> tuple[Any, Any]:
     sumexp = exp.sum(axis=1, keepdims=True)
     log_z = xp.log(sumexp)
     grad = exp / sumexp
+    divisor = n
     if target.ndim == 1:
         rows = xp.arange(n)
-        loss = (log_z[:, 0] - shifted[rows, target]).sum() / n
-        grad[rows, target] -= 1
+        valid = (target >= 0) & (target < logits.shape[1])
+        label = xp.where(valid, target, 0)  # in bounds: a negative label must not wrap around
+        nan = logits.dtype.type(xp.nan)
+        loss = xp.where(valid, log_z[:, 0] - shifted[rows, label], nan).sum() / n
+        grad[rows, label] -= 1
+        divisor = xp.where(valid, logits.dtype.type(n), nan)[:, None]
     else:
         loss = (target * (log_z - shifted)).sum() / n
         grad -= target
-    grad /= n
+    grad /= divisor
     return loss, grad
 
 

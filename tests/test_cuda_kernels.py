@@ -206,10 +206,18 @@ def test_softmax_cross_entropy(runner, rng, dtype, n, k, labels):
     np.testing.assert_allclose(host(grad), grad_ref, **tolerance(dtype))
 
 
-def test_softmax_cross_entropy_flags_a_label_out_of_range(runner):
-    logits = np.zeros((3, 4), np.float32)
-    loss, _ = cuda.softmax_cross_entropy(dev(runner, logits), dev(runner, np.array([0, 4, 1])), runner=runner)
-    assert np.isnan(float(loss))  # never a read out of bounds (the loss layer rejects such labels)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [4, -1, 2**40])
+def test_softmax_cross_entropy_makes_the_row_of_a_label_out_of_range_nan(runner, rng, dtype, bad):
+    """As the reference: the row's loss (so the mean) and gradient are NaN, the other rows as usual,
+    and the label is never read through (the sanitizer run would catch a read out of bounds)."""
+    logits = rng.standard_normal((3, 4)).astype(dtype)
+    labels = np.array([0, bad, 1])
+    loss_ref, grad_ref = ref.softmax_cross_entropy(np, logits, labels)
+    loss, grad = cuda.softmax_cross_entropy(dev(runner, logits), dev(runner, labels), runner=runner)
+    assert np.isnan(float(loss)) and np.isnan(float(loss_ref))
+    assert np.isnan(host(grad)[1]).all() and np.isfinite(host(grad)[[0, 2]]).all()
+    np.testing.assert_allclose(host(grad), grad_ref, **tolerance(dtype))
 
 
 OPTIMIZERS = {

@@ -42,9 +42,10 @@ __global__ void softmax_backward(const T* __restrict__ dout, const T* __restrict
 }
 
 // Cross-entropy of softmax(logits) against one label per row (0 <= label < cols), through
-// log-sum-exp. Writes the row's loss log(sum exp(shifted)) - shifted[label] to row_loss (NaN for a
-// label out of range) and the row's gradient (softmax - onehot) / n to grad; the mean loss is the sum
-// of row_loss divided by n.
+// log-sum-exp. Writes the row's loss log(sum exp(shifted)) - shifted[label] to row_loss and the row's
+// gradient (softmax - onehot) / n to grad; the mean loss is the sum of row_loss divided by n. A label
+// out of range makes the row's loss and gradient NaN, as in kernels/reference.py (it is never read
+// through).
 template <typename T>
 __global__ void softmax_cross_entropy_labels(const T* __restrict__ logits, const long long* __restrict__ labels,
                                              T* __restrict__ grad, T* __restrict__ row_loss, idx_t rows, idx_t cols,
@@ -60,7 +61,7 @@ __global__ void softmax_cross_entropy_labels(const T* __restrict__ logits, const
     for (idx_t j = 0; j < cols; ++j) {
       T v = bp_exp(z[j] - top) / sum;
       if (j == label) v -= T(1);
-      g[j] = v / n;
+      g[j] = valid ? v / n : quiet_nan<T>();
     }
     row_loss[r] = valid ? bp_log(sum) - (z[label] - top) : quiet_nan<T>();
   }
