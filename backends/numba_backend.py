@@ -89,7 +89,7 @@ class NumbaBackend(Backend):
         return self._maxpool2d_backward_2x2(dout, y, argmax, x_shape, kernel, stride, pad)
 
     def _maxpool2d_backward_2x2(self, dout: Any, y: Any | None, argmax: Any, x_shape: tuple[int, ...],
-                             kernel: Pair, stride: Pair, pad: Pair) -> Any:
+                                kernel: Pair, stride: Pair, pad: Pair) -> Any:
         """Both pooling gradients (``y`` given: through the ReLU before it) by one kernel, or, for
         anything but a fitting 2x2 window, by the reference."""
         n, c, h, w = x_shape
