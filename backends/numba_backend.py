@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from backprop.backends.base import Backend, Pair
-from backprop.kernels.reference import conv_output_size
+from backprop.kernels.reference import adam_scalars, conv_output_size
 
 INSTALL_HINT = "pip install 'backprop[numba]'"
 
@@ -59,7 +59,7 @@ class NumbaBackend(Backend):
         oh = conv_output_size(h, kernel[0], stride[0], pad[0])
         ow = conv_output_size(w, kernel[1], stride[1], pad[1])
         col = np.empty((c, *kernel, n, oh, ow), dtype=x.dtype)
-        self.k.im2col(np.ascontiguousarray(x), *stride, *pad, col)
+        self.k.im2col(np.ascontiguousarray(x), col, *stride, *pad)
         return col.reshape(c * kernel[0] * kernel[1], n * oh * ow).T  # column-major, as the reference's
 
     def col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
@@ -68,7 +68,7 @@ class NumbaBackend(Backend):
         ow = conv_output_size(w, kernel[1], stride[1], pad[1])
         patches = np.ascontiguousarray(col.T).reshape(c, *kernel, n, oh, ow)  # no copy from im2col's layout
         img = np.empty(x_shape, dtype=col.dtype)
-        self.k.col2im(patches, *stride, *pad, img)
+        self.k.col2im(patches, img, *stride, *pad)
         return img
 
     def maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
@@ -77,19 +77,19 @@ class NumbaBackend(Backend):
         n, c, h, w = x.shape
         out = np.empty((n, c, h // 2, w // 2), dtype=x.dtype)
         argmax = np.empty(out.shape, dtype=np.int8)
-        self.k.maxpool2x2(np.ascontiguousarray(x), out, argmax)
+        self.k.maxpool2d_2x2(np.ascontiguousarray(x), out, argmax)
         return out, argmax
 
     def maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                            stride: Pair, pad: Pair) -> Any:
-        return self._maxpool2x2_backward(dout, None, argmax, x_shape, kernel, stride, pad)
+        return self._maxpool2d_backward_2x2(dout, None, argmax, x_shape, kernel, stride, pad)
 
     def maxpool2d_relu_backward(self, dout: Any, y: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                                 stride: Pair, pad: Pair) -> Any:
-        return self._maxpool2x2_backward(dout, y, argmax, x_shape, kernel, stride, pad)
+        return self._maxpool2d_backward_2x2(dout, y, argmax, x_shape, kernel, stride, pad)
 
-    def _maxpool2x2_backward(self, dout: Any, y: Any | None, argmax: Any, x_shape: tuple[int, ...],
-                             kernel: Pair, stride: Pair, pad: Pair) -> Any:
+    def _maxpool2d_backward_2x2(self, dout: Any, y: Any | None, argmax: Any, x_shape: tuple[int, ...],
+                                kernel: Pair, stride: Pair, pad: Pair) -> Any:
         """Both pooling gradients (``y`` given: through the ReLU before it) by one kernel, or, for
         anything but a fitting 2x2 window, by the reference."""
         n, c, h, w = x_shape
@@ -99,8 +99,8 @@ class NumbaBackend(Backend):
                 return super().maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
             return super().maxpool2d_relu_backward(dout, y, argmax, x_shape, kernel, stride, pad)
         dx = np.empty(x_shape, dtype=dout.dtype)
-        self.k.maxpool2x2_backward(np.ascontiguousarray(dout), np.ascontiguousarray(argmax), dx,
-                                   None if y is None else np.ascontiguousarray(y))
+        self.k.maxpool2d_backward_2x2(np.ascontiguousarray(dout), np.ascontiguousarray(argmax),
+                                      None if y is None else np.ascontiguousarray(y), dx)
         return dx
 
     # -- bias -----------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class NumbaBackend(Backend):
         return self._map(self.k.relu_backward, dout, y)
 
     def sigmoid(self, x: Any) -> Any:
-        return self._map(self.k.sigmoid_f32 if x.dtype == np.float32 else self.k.sigmoid, x)
+        return self._map(self.k.sigmoid, x)
 
     def sigmoid_backward(self, dout: Any, y: Any) -> Any:
         return self._map(self.k.sigmoid_backward, dout, y)
@@ -167,33 +167,32 @@ class NumbaBackend(Backend):
             return super().sgd_update(p, g, velocity, lr, momentum, nesterov)
         t = p.dtype.type
         if velocity is None:
-            self.k.sgd(p.reshape(-1), g.reshape(-1), t(lr))
+            self.k.sgd_update(p.reshape(-1), g.reshape(-1), t(lr))
         else:
-            self.k.sgd_momentum(p.reshape(-1), g.reshape(-1), velocity.reshape(-1), t(lr), t(momentum),
-                                nesterov, _tiny(p))
+            self.k.sgd_update_momentum(p.reshape(-1), g.reshape(-1), velocity.reshape(-1), t(lr), t(momentum),
+                                       nesterov, _tiny(p))
 
     def adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
         if not self._inplace_ok(p, g, sum_sq):
             return super().adagrad_update(p, g, sum_sq, lr, eps)
         t = p.dtype.type
-        self.k.adagrad(p.reshape(-1), g.reshape(-1), sum_sq.reshape(-1), t(lr), t(eps))
+        self.k.adagrad_update(p.reshape(-1), g.reshape(-1), sum_sq.reshape(-1), t(lr), t(eps))
 
     def rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
         if not self._inplace_ok(p, g, mean_sq):
             return super().rmsprop_update(p, g, mean_sq, lr, rho, eps)
         t = p.dtype.type
-        self.k.rmsprop(p.reshape(-1), g.reshape(-1), mean_sq.reshape(-1), t(lr), t(rho), t(1 - rho), t(eps),
-                       _tiny(p))
+        self.k.rmsprop_update(p.reshape(-1), g.reshape(-1), mean_sq.reshape(-1), t(lr), t(rho), t(1 - rho),
+                              t(eps), _tiny(p))
 
     def adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
                     eps: float, step: int) -> None:
         if not self._inplace_ok(p, g, m, v):
             return super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
         t = p.dtype.type
-        lr_t = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
-        eps_t = eps * (1 - beta2 ** step) ** 0.5
-        self.k.adam(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),
-                    t(1 - beta1), t(beta2), t(1 - beta2), t(eps_t), _tiny(p))
+        lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
+        self.k.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),
+                           t(1 - beta1), t(beta2), t(1 - beta2), t(eps_t), _tiny(p))
 
 
 def probe() -> str | None:

@@ -7,8 +7,12 @@ grids (every kernel walks its elements with a 64-bit grid-stride loop).
 
 Each public function mirrors the kernel of the same name in :mod:`backprop.kernels.reference`
 (without its ``xp`` argument) and returns the same values, shapes and dtypes, except that
-``maxpool2d``'s argmax is always int32. The functions take float32 or float64 arrays of one dtype;
-the CuPy backend checks that before calling them and falls back to the reference otherwise.
+``maxpool2d``'s argmax is always int32. It launches the ``__global__`` kernel of that name, or, where
+it needs two entry points, ``<name>_<variant>`` (``softmax_cross_entropy_labels`` and ``_probs``,
+``sgd_update_momentum``), as :mod:`backprop.kernels.numba_cpu` names its kernels. Both order the
+parameters alike: arrays first (inputs, then outputs; an update's as the reference orders them), then
+sizes (CUDA only), then scalars. The functions take float32 or float64 arrays of one dtype; the CuPy
+backend checks that before calling them and falls back to the reference otherwise.
 
 All launches go through a *runner*: by default a :class:`CupyRunner`. The CPU test harness
 (tests/cuda_harness) passes a runner of its own that runs the same kernel sources compiled by g++, so
@@ -25,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from backprop.kernels.reference import conv_output_size
+from backprop.kernels.reference import adam_scalars, conv_output_size
 
 Pair = tuple[int, int]
 
@@ -34,9 +38,9 @@ SOURCE_DIR = Path(__file__).with_name("cuda")
 # dropped, since NVRTC gets the text, not the folder.
 SOURCE_FILES = ("common.cuh", "conv.cu", "pool.cu", "activations.cu", "softmax.cu", "optim.cu")
 KERNELS = ("im2col", "col2im", "maxpool2d", "maxpool2d_backward",
-           "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "tanh_forward",
-           "tanh_backward", "softmax_forward", "softmax_backward", "softmax_xent_labels", "softmax_xent_probs",
-           "sgd_update", "sgd_momentum_update", "adagrad_update", "rmsprop_update", "adam_update")
+           "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+           "softmax", "softmax_backward", "softmax_cross_entropy_labels", "softmax_cross_entropy_probs",
+           "sgd_update", "sgd_update_momentum", "adagrad_update", "rmsprop_update", "adam_update")
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 COMPILE_OPTIONS = ("-std=c++17",)
 
@@ -287,7 +291,7 @@ def _binary(kernel: str, dout: Any, y: Any, runner: Runner | None) -> Any:
 
 
 def relu(x: Any, runner: Runner | None = None) -> Any:
-    return _unary("relu_forward", x, runner)
+    return _unary("relu", x, runner)
 
 
 def relu_backward(dout: Any, y: Any, runner: Runner | None = None) -> Any:
@@ -295,7 +299,7 @@ def relu_backward(dout: Any, y: Any, runner: Runner | None = None) -> Any:
 
 
 def sigmoid(x: Any, runner: Runner | None = None) -> Any:
-    return _unary("sigmoid_forward", x, runner)
+    return _unary("sigmoid", x, runner)
 
 
 def sigmoid_backward(dout: Any, y: Any, runner: Runner | None = None) -> Any:
@@ -303,7 +307,7 @@ def sigmoid_backward(dout: Any, y: Any, runner: Runner | None = None) -> Any:
 
 
 def tanh(x: Any, runner: Runner | None = None) -> Any:
-    return _unary("tanh_forward", x, runner)
+    return _unary("tanh", x, runner)
 
 
 def tanh_backward(dout: Any, y: Any, runner: Runner | None = None) -> Any:
@@ -322,7 +326,7 @@ def softmax(x: Any, runner: Runner | None = None) -> Any:
     x = r.xp.ascontiguousarray(x)
     rows, cols = _rows(x)
     y = r.xp.empty(x.shape, dtype=x.dtype)
-    r.launch("softmax_forward", x.dtype, rows, (x, y, *_i64(rows, cols)))
+    r.launch("softmax", x.dtype, rows, (x, y, *_i64(rows, cols)))
     return y
 
 
@@ -338,7 +342,8 @@ def softmax_backward(dout: Any, y: Any, runner: Runner | None = None) -> Any:
 
 def softmax_cross_entropy(logits: Any, target: Any, runner: Runner | None = None) -> tuple[Any, Any]:
     """(mean loss as a 0-d array, dlogits) against integer labels (N,) or probabilities (N, K) of
-    the logits' dtype. A label outside [0, K) makes the loss NaN (the loss layer checks labels)."""
+    the logits' dtype. A label outside [0, K) makes the loss and its gradient row NaN, as in the
+    reference."""
     r = runner or default_runner()
     logits = r.xp.ascontiguousarray(logits)
     if logits.ndim != 2 or logits.shape[1] == 0:
@@ -348,13 +353,14 @@ def softmax_cross_entropy(logits: Any, target: Any, runner: Runner | None = None
     grad = r.xp.empty((n, k), dtype=logits.dtype)
     row_loss = r.xp.empty((n,), dtype=logits.dtype)
     if target.ndim == 1:  # labels, as the reference decides (an integer (N, K) target is probabilities)
-        labels = r.xp.ascontiguousarray(target, dtype=np.int64)
-        _same("integer labels", labels, (n,), np.int64)
-        r.launch("softmax_xent_labels", logits.dtype, n, (logits, labels, grad, row_loss, *_i64(n, k), t(n)))
+        kernel = "softmax_cross_entropy_labels"
+        target = r.xp.ascontiguousarray(target, dtype=np.int64)
+        _same("integer labels", target, (n,), np.int64)
     else:
+        kernel = "softmax_cross_entropy_probs"
         target = r.xp.ascontiguousarray(target)
         _same("probability targets", target, (n, k), logits.dtype)
-        r.launch("softmax_xent_probs", logits.dtype, n, (logits, target, grad, row_loss, *_i64(n, k), t(n)))
+    r.launch(kernel, logits.dtype, n, (logits, target, grad, row_loss, *_i64(n, k), t(n)))
     return r.xp.asarray(row_loss.sum() / t(n)), grad
 
 
@@ -368,7 +374,7 @@ def sgd_update(p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
     if velocity is None:
         r.launch("sgd_update", p.dtype, p.size, (p, g, np.int64(p.size), t(lr)))
         return
-    r.launch("sgd_momentum_update", p.dtype, p.size,
+    r.launch("sgd_update_momentum", p.dtype, p.size,
              (p, g, velocity, np.int64(p.size), t(lr), t(momentum), np.int32(bool(nesterov))))
 
 
@@ -393,8 +399,7 @@ def adam_update(p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: 
     """Adam with the reference's bias correction; ``step`` counts from 1."""
     r = runner or default_runner()
     g = _update_operands(r, p, g, m=m, v=v)
-    lr_t = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
-    eps_t = eps * (1 - beta2 ** step) ** 0.5
+    lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
     t = p.dtype.type
     r.launch("adam_update", p.dtype, p.size,
-             (p, g, m, v, np.int64(p.size), t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(lr_t), t(eps_t)))
+             (p, g, m, v, np.int64(p.size), t(lr_t), t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(eps_t)))

@@ -18,6 +18,11 @@ Measured on this project's 2-core machine (``bench/results/``), which shaped the
   compile time the comparisons become branch-free selects; a loop over a run-time window measured
   2-3x slower than NumPy, so other windows use the reference.
 
+Kernels carry the name of the Backend method they serve, with a suffix for a variant that needs an
+entry point of its own (``maxpool2d_2x2``, ``softmax_cross_entropy_labels`` and ``_probs``,
+``sgd_update_momentum``), as the CUDA kernels do, and order their parameters as those do: arrays first
+(inputs, then outputs; an update's as the reference orders them), then scalars.
+
 float32 arithmetic stays float32: scalars are passed in the arrays' dtype by the backend, and constants
 are written in it (``dx.dtype.type(1)``), since a bare ``1`` would make Numba compute in float64. BLAS is
 never called inside a kernel. Importing this module compiles nothing; ``cache=True`` keeps the
@@ -57,7 +62,7 @@ def _valid_range(k: int, stride: int, pad: int, size: int, out: int) -> tuple[in
 # -- convolution lowering -----------------------------------------------------------------------------
 
 @_kernel()
-def im2col(x, sh, sw, ph, pw, col):  # pragma: no cover - compiled
+def im2col(x, col, sh, sw, ph, pw):  # pragma: no cover - compiled
     """Fill ``col`` (C, KH, KW, N, OH, OW) with every patch pixel, zero where it falls in the padding:
     the memory layout of the reference's patch matrix, written front to back in one stream (the
     images, re-read once per window offset, stay in cache)."""
@@ -83,7 +88,7 @@ def im2col(x, sh, sw, ph, pw, col):  # pragma: no cover - compiled
 
 
 @_kernel()
-def col2im(col, sh, sw, ph, pw, img):  # pragma: no cover - compiled
+def col2im(col, img, sh, sw, ph, pw):  # pragma: no cover - compiled
     """Adjoint of :func:`im2col`: ``img`` (N, C, H, W) = the sum of every patch pixel at the pixel it
     came from (padding dropped). ``col`` is read front to back in one stream; the image, added into
     once per window offset, stays in cache."""
@@ -122,7 +127,7 @@ def _window_with_nan(x, ni, ci, y0, x0):  # pragma: no cover - compiled
 
 
 @_kernel()
-def maxpool2x2(x, out, argmax):  # pragma: no cover - compiled
+def maxpool2d_2x2(x, out, argmax):  # pragma: no cover - compiled
     """Max over each 2x2 window (stride 2, no padding), argmax the offset ky*2+kx; the first of equal
     values wins. A plane where some window's sum is not a number (a NaN, or +inf beside -inf) is
     redone by the exact slow path, so the hot loop has no NaN branch."""
@@ -155,7 +160,7 @@ def maxpool2x2(x, out, argmax):  # pragma: no cover - compiled
 
 
 @_kernel()
-def maxpool2x2_backward(dout, argmax, dx, relu_out):  # pragma: no cover - compiled
+def maxpool2d_backward_2x2(dout, argmax, relu_out, dx):  # pragma: no cover - compiled
     """Each window's gradient to its argmax and zero to the other three cells, written row by row
     (a dense, vectorized store instead of zeroing the plane and scattering into it; rows and columns
     no window covers, at odd sizes, are zeroed). With ``relu_out`` (the pooled output, when a ReLU
@@ -224,8 +229,13 @@ def relu_backward(dout, y, dx):  # pragma: no cover - compiled
         dx[i] = dout[i] * (dx.dtype.type(1) if y[i] > 0 else dx.dtype.type(0))  # NaN * 0 stays NaN
 
 
+def sigmoid(x, y):
+    """y = sigmoid(x); float32 goes through its own kernel, whose exp vectorizes."""
+    (_sigmoid_float32 if x.dtype == np.float32 else _sigmoid)(x, y)
+
+
 @_kernel()
-def sigmoid(x, y):  # pragma: no cover - compiled
+def _sigmoid(x, y):  # pragma: no cover - compiled
     for i in range(x.size):
         e = math.exp(-abs(x[i]))
         y[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e)
@@ -255,7 +265,7 @@ def _exp_nonpositive_f32(x):
 
 
 @_kernel()
-def sigmoid_f32(x, y):  # pragma: no cover - compiled
+def _sigmoid_float32(x, y):  # pragma: no cover - compiled
     """float32 sigmoid through :func:`_exp_nonpositive_f32`; exp is only taken of -|x|."""
     for i in range(x.size):
         v = x[i]
@@ -294,14 +304,18 @@ def _shifted_exp_row(logits, i, grad):  # pragma: no cover - compiled
 
 @_kernel()
 def softmax_cross_entropy_labels(logits, labels, grad):  # pragma: no cover - compiled
-    """Gradient (softmax - onehot) / N into ``grad``; returns the mean loss, log-sum-exp per row."""
+    """Gradient (softmax - onehot) / N into ``grad``; returns the mean loss, log-sum-exp per row. A
+    label outside [0, K) makes its row's loss and gradient NaN, as in the reference."""
     n, k = logits.shape
     total = 0.0
     for i in range(n):
         m, s = _shifted_exp_row(logits, i, grad)
         t = labels[i]
         if t < 0 or t >= k:
-            raise ValueError("softmax_cross_entropy: a label lies outside [0, K)")
+            total += math.nan
+            for j in range(k):
+                grad[i, j] = math.nan
+            continue
         total += math.log(s) - (logits[i, t] - m)
         scale = 1.0 / (s * n)
         for j in range(k):
@@ -327,7 +341,7 @@ def softmax_cross_entropy_probs(logits, target, grad):  # pragma: no cover - com
 # -- optimizer updates (flat, contiguous, in place; scalars in the arrays' dtype) ---------------------
 
 @_kernel()
-def sgd(p, g, lr):  # pragma: no cover - compiled
+def sgd_update(p, g, lr):  # pragma: no cover - compiled
     for i in range(p.size):
         p[i] -= lr * g[i]
 
@@ -341,29 +355,29 @@ def _flush_subnormal(x, tiny):
 
 
 @_kernel()
-def sgd_momentum(p, g, v, lr, momentum, nesterov, tiny):  # pragma: no cover - compiled
+def sgd_update_momentum(p, g, v, lr, momentum, nesterov, tiny):  # pragma: no cover - compiled
     for i in range(p.size):
         v[i] = _flush_subnormal(momentum * v[i] + g[i], tiny)
         p[i] -= lr * (g[i] + momentum * v[i]) if nesterov else lr * v[i]
 
 
 @_kernel()
-def adagrad(p, g, s, lr, eps):  # pragma: no cover - compiled
+def adagrad_update(p, g, s, lr, eps):  # pragma: no cover - compiled
     for i in range(p.size):
         s[i] += g[i] * g[i]
         p[i] -= lr * g[i] / (np.sqrt(s[i]) + eps)
 
 
 @_kernel()
-def rmsprop(p, g, s, lr, rho, one_minus_rho, eps, tiny):  # pragma: no cover - compiled
+def rmsprop_update(p, g, s, lr, rho, one_minus_rho, eps, tiny):  # pragma: no cover - compiled
     for i in range(p.size):
         s[i] = _flush_subnormal(rho * s[i] + one_minus_rho * g[i] * g[i], tiny)
         p[i] -= lr * g[i] / (np.sqrt(s[i]) + eps)
 
 
 @_kernel()
-def adam(p, g, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_t, tiny):  # pragma: no cover
-    """One Adam step with the bias corrections folded into ``lr_t`` and ``eps_t`` by the caller."""
+def adam_update(p, g, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_t, tiny):  # pragma: no cover
+    """One Adam step with the bias corrections folded into ``lr_t`` and ``eps_t`` (reference.adam_scalars)."""
     for i in range(p.size):
         m[i] = _flush_subnormal(beta1 * m[i] + one_minus_beta1 * g[i], tiny)
         v[i] = _flush_subnormal(beta2 * v[i] + one_minus_beta2 * g[i] * g[i], tiny)

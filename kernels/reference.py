@@ -244,6 +244,10 @@ def softmax_cross_entropy(xp: Any, logits: Any, target: Any) -> tuple[Any, Any]:
 
     Returns (loss, dlogits) where loss is a 0-d array, computed through log-sum-exp so that large
     logits neither overflow nor lose the answer, and dlogits = (softmax - target) / N.
+
+    A label outside [0, K) makes its row's loss, and so the mean, NaN, and its gradient row NaN, on
+    every backend: kernels neither raise nor read labels back to the host (on a GPU that would
+    synchronize every step), so callers check labels once, before training.
     """
     n = logits.shape[0]
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -251,14 +255,19 @@ def softmax_cross_entropy(xp: Any, logits: Any, target: Any) -> tuple[Any, Any]:
     sumexp = exp.sum(axis=1, keepdims=True)
     log_z = xp.log(sumexp)
     grad = exp / sumexp
+    divisor = n
     if target.ndim == 1:
         rows = xp.arange(n)
-        loss = (log_z[:, 0] - shifted[rows, target]).sum() / n
-        grad[rows, target] -= 1
+        valid = (target >= 0) & (target < logits.shape[1])
+        label = xp.where(valid, target, 0)  # in bounds: a negative label must not wrap around
+        nan = logits.dtype.type(xp.nan)
+        loss = xp.where(valid, log_z[:, 0] - shifted[rows, label], nan).sum() / n
+        grad[rows, label] -= 1
+        divisor = xp.where(valid, logits.dtype.type(n), nan)[:, None]
     else:
         loss = (target * (log_z - shifted)).sum() / n
         grad -= target
-    grad /= n
+    grad /= divisor
     return loss, grad
 
 
@@ -305,15 +314,22 @@ def rmsprop_update(xp: Any, p: Any, g: Any, mean_sq: Any, lr: float, rho: float,
     p -= lr * g / (xp.sqrt(mean_sq) + eps)
 
 
+def adam_scalars(lr: float, beta1: float, beta2: float, eps: float, step: int) -> tuple[float, float]:
+    """(lr_t, eps_t): the bias corrections of step ``step`` (from 1) folded into the step size and
+    epsilon, so that lr_t * m / (sqrt(v) + eps_t) is lr * m_hat / (sqrt(v_hat) + eps). Every backend
+    takes them from here."""
+    correction = (1 - beta2 ** step) ** 0.5
+    return lr * correction / (1 - beta1 ** step), eps * correction
+
+
 def adam_update(xp: Any, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
                 eps: float, step: int) -> None:
-    """In-place Adam step with bias correction; ``step`` counts from 1.
+    """In-place Adam step with bias correction (:func:`adam_scalars`); ``step`` counts from 1.
 
     Every intermediate goes through one scratch array (``out=``), so a step allocates once per
     parameter instead of once per operation.
     """
-    lr_t = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
-    eps_t = eps * (1 - beta2 ** step) ** 0.5
+    lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
     tmp = xp.empty_like(p)
     m *= beta1
     xp.multiply(g, 1 - beta1, out=tmp)

@@ -206,10 +206,18 @@ def test_softmax_cross_entropy(runner, rng, dtype, n, k, labels):
     np.testing.assert_allclose(host(grad), grad_ref, **tolerance(dtype))
 
 
-def test_softmax_cross_entropy_flags_a_label_out_of_range(runner):
-    logits = np.zeros((3, 4), np.float32)
-    loss, _ = cuda.softmax_cross_entropy(dev(runner, logits), dev(runner, np.array([0, 4, 1])), runner=runner)
-    assert np.isnan(float(loss))  # never a read out of bounds (the loss layer rejects such labels)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [4, -1, 2**40])
+def test_softmax_cross_entropy_makes_the_row_of_a_label_out_of_range_nan(runner, rng, dtype, bad):
+    """As the reference: the row's loss (so the mean) and gradient are NaN, the other rows as usual,
+    and the label is never read through (the sanitizer run would catch a read out of bounds)."""
+    logits = rng.standard_normal((3, 4)).astype(dtype)
+    labels = np.array([0, bad, 1])
+    loss_ref, grad_ref = ref.softmax_cross_entropy(np, logits, labels)
+    loss, grad = cuda.softmax_cross_entropy(dev(runner, logits), dev(runner, labels), runner=runner)
+    assert np.isnan(float(loss)) and np.isnan(float(loss_ref))
+    assert np.isnan(host(grad)[1]).all() and np.isfinite(host(grad)[[0, 2]]).all()
+    np.testing.assert_allclose(host(grad), grad_ref, **tolerance(dtype))
 
 
 OPTIMIZERS = {
@@ -432,7 +440,8 @@ def test_harness_elementwise_past_2_31_elements(probe, rng, name):
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["softmax", "softmax_backward", "xent_labels", "xent_probabilities"])
+@pytest.mark.parametrize("name", ["softmax", "softmax_backward", "softmax_cross_entropy_labels",
+                                  "softmax_cross_entropy_probs"])
 def test_harness_row_kernels_past_2_31_elements(probe, rng, name):
     """The last of 2^15 + 1 rows of 2^16 values starts at element 2^31 (float64: the kernels sum a
     row in order, NumPy pairwise, which in float32 differ by more than 1e-5 over 65536 values)."""
@@ -441,7 +450,7 @@ def test_harness_row_kernels_past_2_31_elements(probe, rng, name):
     run = probe([last])
     a, b = lazy((rows, cols), np.float64), lazy((rows, cols), np.float64)
     a[last] = rng.standard_normal(cols) * 3
-    b[last] = rng.dirichlet(np.ones(cols)) if name == "xent_probabilities" else rng.standard_normal(cols)
+    b[last] = rng.dirichlet(np.ones(cols)) if name == "softmax_cross_entropy_probs" else rng.standard_normal(cols)
     if name == "softmax":
         got, expected = cuda.softmax(a, runner=run)[last], ref.softmax(np, a[last:])[0]
     elif name == "softmax_backward":
@@ -452,7 +461,7 @@ def test_harness_row_kernels_past_2_31_elements(probe, rng, name):
         expected = ref.softmax_backward(np, b[last:], y)[0]
     else:
         target = b
-        if name == "xent_labels":
+        if name == "softmax_cross_entropy_labels":
             target = lazy((rows,), np.int64)
             target[last] = cols - 3
         loss, grad = cuda.softmax_cross_entropy(a, target, runner=run)

@@ -355,13 +355,55 @@ def test_bias_kernels_match_formula(backend64, rng):
     np.testing.assert_allclose(host(backend64, db), y.sum(axis=(0, 2)), rtol=1e-12)
 
 
-@pytest.mark.parametrize("accel_backend", ["numba"], indirect=True)
-def test_numba_softmax_cross_entropy_refuses_labels_out_of_range(accel_backend):
-    """Numba does not check bounds: its kernel checks labels itself rather than read past a row."""
-    logits = np.zeros((2, 3), np.float32)
-    for bad in (3, -1):
-        with pytest.raises(ValueError, match="label"):
-            accel_backend.softmax_cross_entropy(logits, np.array([0, bad]))
+BAD_LABELS = [3, -1, -4, 2**40]  # K, a negative label that must not wrap around, and far out
+
+
+@pytest.mark.parametrize("bad", BAD_LABELS)
+def test_softmax_cross_entropy_makes_the_row_of_a_label_out_of_range_nan(backend, rng, bad):
+    """The one label policy: a label outside [0, K) neither raises (kernels never read labels back to
+    the host) nor wraps; its row's loss, so the mean, and its gradient row are NaN, and the other
+    rows keep their gradient."""
+    logits = rng.standard_normal((4, 3)).astype(np.float32)
+    labels = np.array([0, bad, 2, 1])
+    good = np.array([0, 0, 2, 1])
+    loss, grad = backend.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels))
+    _, grad_good = get_backend("numpy").softmax_cross_entropy(logits, good)
+    grad = host(backend, grad)
+    assert np.isnan(float(loss)) and np.isnan(grad[1]).all()
+    rows = [0, 2, 3]
+    np.testing.assert_allclose(grad[rows], grad_good[rows], rtol=1e-6, atol=1e-7)
+
+
+class NoHostRead(np.ndarray):
+    """Labels that fail a test when read back as Python values (on a GPU: a synchronization)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AssertionError("the kernel read labels back to the host")
+
+    min = max = item = tolist = __int__ = __index__ = __float__ = __bool__ = __iter__ = _refuse
+
+
+def test_softmax_cross_entropy_reads_no_label_back_to_the_host(backend):
+    if backend.xp is not np:
+        pytest.skip("host NumPy labels stand in for device labels on the CPU backends only")
+    labels = np.array([0, 5, 1]).view(NoHostRead)
+    loss, grad = backend.softmax_cross_entropy(np.zeros((3, 4), np.float32), labels)
+    assert np.isnan(float(loss)) and np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("accel_backend", overriding("softmax_cross_entropy"), indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_labels_out_of_range_parity_with_reference(accel_backend, rng, dtype):
+    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    n, k = 33, 5
+    logits = (rng.standard_normal((n, k)) * 4).astype(dtype)
+    labels = rng.integers(0, k, n)
+    labels[rng.choice(n, len(BAD_LABELS), replace=False)] = BAD_LABELS
+    loss, grad = b.softmax_cross_entropy(b.asarray(logits), b.asarray(labels))
+    loss_ref, grad_ref = ref.softmax_cross_entropy(logits, labels)
+    assert np.isnan(float(loss)) and np.isnan(float(loss_ref))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(host(b, grad), grad_ref, rtol=tol, atol=tol)  # NaN rows where the reference's
 
 
 @pytest.mark.parametrize("accel_backend", overriding("relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax", "softmax_backward", "softmax_cross_entropy"), indirect=True)

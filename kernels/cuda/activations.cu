@@ -4,7 +4,7 @@
 #include "common.cuh"
 
 template <typename T>
-__global__ void relu_forward(const T* __restrict__ x, T* __restrict__ y, idx_t size) {
+__global__ void relu(const T* __restrict__ x, T* __restrict__ y, idx_t size) {
   for (idx_t i = thread_index(); i < size; i += grid_stride()) {
     const T v = x[i];
     y[i] = (v > 0 || v != v) ? v : T(0);  // max(x, 0), NaN propagating like NumPy's maximum
@@ -18,7 +18,7 @@ __global__ void relu_backward(const T* __restrict__ dout, const T* __restrict__ 
 
 // Without overflow: exp is only taken of -|x|.
 template <typename T>
-__global__ void sigmoid_forward(const T* __restrict__ x, T* __restrict__ y, idx_t size) {
+__global__ void sigmoid(const T* __restrict__ x, T* __restrict__ y, idx_t size) {
   for (idx_t i = thread_index(); i < size; i += grid_stride()) {
     const T v = x[i], e = bp_exp(-bp_abs(v));
     y[i] = v >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
@@ -32,7 +32,7 @@ __global__ void sigmoid_backward(const T* __restrict__ dout, const T* __restrict
 }
 
 template <typename T>
-__global__ void tanh_forward(const T* __restrict__ x, T* __restrict__ y, idx_t size) {
+__global__ void tanh(const T* __restrict__ x, T* __restrict__ y, idx_t size) {
   for (idx_t i = thread_index(); i < size; i += grid_stride()) y[i] = bp_tanh(x[i]);
 }
 

@@ -10,7 +10,7 @@ __global__ void sgd_update(T* __restrict__ p, const T* __restrict__ g, idx_t siz
 
 // v = momentum * v + g (subnormals flushed); p -= lr * (g + momentum * v) with Nesterov, else p -= lr * v.
 template <typename T>
-__global__ void sgd_momentum_update(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ velocity, idx_t size,
+__global__ void sgd_update_momentum(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ velocity, idx_t size,
                                     T lr, T momentum, int nesterov) {
   for (idx_t i = thread_index(); i < size; i += grid_stride()) {
     const T gi = g[i];
@@ -43,12 +43,12 @@ __global__ void rmsprop_update(T* __restrict__ p, const T* __restrict__ g, T* __
 }
 
 // Adam with bias correction folded into lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t) and
-// eps_t = eps * sqrt(1 - beta2^t), both computed on the host as in the reference:
+// eps_t = eps * sqrt(1 - beta2^t), both computed on the host by adam_scalars in kernels/reference.py:
 // m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g^2 (both with subnormals flushed);
 // p -= lr_t * m / (sqrt(v) + eps_t).
 template <typename T>
 __global__ void adam_update(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
-                            idx_t size, T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T lr_t, T eps_t) {
+                            idx_t size, T lr_t, T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T eps_t) {
   for (idx_t i = thread_index(); i < size; i += grid_stride()) {
     const T gi = g[i];
     const T mi = flush_subnormal(m[i] * beta1 + gi * one_minus_beta1);

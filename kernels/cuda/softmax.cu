@@ -15,7 +15,7 @@ __device__ __forceinline__ T row_max(const T* z, idx_t cols) {
 
 // y = exp(x - max) / sum(exp(x - max)) along each row.
 template <typename T>
-__global__ void softmax_forward(const T* __restrict__ x, T* __restrict__ y, idx_t rows, idx_t cols) {
+__global__ void softmax(const T* __restrict__ x, T* __restrict__ y, idx_t rows, idx_t cols) {
   for (idx_t r = thread_index(); r < rows; r += grid_stride()) {
     const T* xr = x + r * cols;
     T* yr = y + r * cols;
@@ -42,12 +42,14 @@ __global__ void softmax_backward(const T* __restrict__ dout, const T* __restrict
 }
 
 // Cross-entropy of softmax(logits) against one label per row (0 <= label < cols), through
-// log-sum-exp. Writes the row's loss log(sum exp(shifted)) - shifted[label] to row_loss (NaN for a
-// label out of range) and the row's gradient (softmax - onehot) / n to grad; the mean loss is the sum
-// of row_loss divided by n.
+// log-sum-exp. Writes the row's loss log(sum exp(shifted)) - shifted[label] to row_loss and the row's
+// gradient (softmax - onehot) / n to grad; the mean loss is the sum of row_loss divided by n. A label
+// out of range makes the row's loss and gradient NaN, as in kernels/reference.py (it is never read
+// through).
 template <typename T>
-__global__ void softmax_xent_labels(const T* __restrict__ logits, const long long* __restrict__ labels,
-                                    T* __restrict__ grad, T* __restrict__ row_loss, idx_t rows, idx_t cols, T n) {
+__global__ void softmax_cross_entropy_labels(const T* __restrict__ logits, const long long* __restrict__ labels,
+                                             T* __restrict__ grad, T* __restrict__ row_loss, idx_t rows, idx_t cols,
+                                             T n) {
   for (idx_t r = thread_index(); r < rows; r += grid_stride()) {
     const T* z = logits + r * cols;
     T* g = grad + r * cols;
@@ -59,7 +61,7 @@ __global__ void softmax_xent_labels(const T* __restrict__ logits, const long lon
     for (idx_t j = 0; j < cols; ++j) {
       T v = bp_exp(z[j] - top) / sum;
       if (j == label) v -= T(1);
-      g[j] = v / n;
+      g[j] = valid ? v / n : quiet_nan<T>();
     }
     row_loss[r] = valid ? bp_log(sum) - (z[label] - top) : quiet_nan<T>();
   }
@@ -68,8 +70,9 @@ __global__ void softmax_xent_labels(const T* __restrict__ logits, const long lon
 // The same against probability rows: row loss sum_j target_j * (log_z - shifted_j), gradient
 // (softmax - target) / n.
 template <typename T>
-__global__ void softmax_xent_probs(const T* __restrict__ logits, const T* __restrict__ target, T* __restrict__ grad,
-                                   T* __restrict__ row_loss, idx_t rows, idx_t cols, T n) {
+__global__ void softmax_cross_entropy_probs(const T* __restrict__ logits, const T* __restrict__ target,
+                                            T* __restrict__ grad, T* __restrict__ row_loss, idx_t rows, idx_t cols,
+                                            T n) {
   for (idx_t r = thread_index(); r < rows; r += grid_stride()) {
     const idx_t base = r * cols;
     const T* z = logits + base;
