@@ -77,7 +77,12 @@ def test_clip_grad_norm(backend):
     ps = [bp.Parameter(backend.zeros((2,)), backend) for _ in range(2)]
     ps[0].grad[...] = backend.asarray(np.array([3.0, 0.0]))
     ps[1].grad[...] = backend.asarray(np.array([0.0, 4.0]))
-    assert bp.clip_grad_norm(ps, 1.0) == pytest.approx(5.0)
+    below = [backend.to_numpy(p.grad).copy() for p in ps]
+    assert float(bp.clip_grad_norm(ps, 5.0)) == pytest.approx(5.0)  # at the limit: not scaled, not a bit
+    for p, g in zip(ps, below):
+        np.testing.assert_array_equal(backend.to_numpy(p.grad), g)
+    norm = bp.clip_grad_norm(ps, 1.0)
+    assert backend.is_array(norm) and norm.dtype == np.float32 and float(norm) == pytest.approx(5.0)
     np.testing.assert_allclose(backend.to_numpy(ps[0].grad), [0.6, 0.0], rtol=1e-5)
     np.testing.assert_allclose(backend.to_numpy(ps[1].grad), [0.0, 0.8], rtol=1e-5)
     got, _ = run(bp.SGD, backend, [[30.0, 0.0, 40.0]], lr=1.0, clip_norm=5.0)

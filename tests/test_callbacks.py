@@ -1,0 +1,187 @@
+"""fit's callbacks: the hooks and their order, early stopping, Ctrl-C, metric files, and what the loop
+restores when training diverges."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+
+import numpy as np
+import pytest
+
+import backprop as bp
+from backprop.callbacks import Callback, EarlyStopping, MetricsFiles, StopOnInterrupt
+
+
+def _data(rng, n=40):
+    x = rng.standard_normal((n, 3))
+    return x, (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.3)
+
+
+def _model(backend):
+    return bp.Sequential(bp.Linear(3, 4, backend=backend), bp.Tanh(backend=backend), bp.Linear(4, 1, backend=backend))
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.calls = []
+
+    def on_train_begin(self, loop):
+        self.calls.append("train_begin")
+
+    def on_epoch_begin(self, loop):
+        self.calls.append(f"epoch_begin {loop.epoch + 1}")
+
+    def on_batch_begin(self, loop):
+        self.calls.append("batch_begin")
+
+    def on_batch_end(self, loop):
+        self.calls.append(f"batch_end {loop.batch}")
+
+    def on_report(self, loop, logs):
+        self.calls.append("report")
+        assert np.isfinite(logs["loss"])
+
+    def on_epoch_end(self, loop, logs):
+        self.calls.append(f"epoch_end {loop.epoch} {sorted(logs)}")
+
+    def on_train_end(self, loop):
+        self.calls.append("train_end")
+
+
+def test_hooks_are_called_in_order(backend, rng):
+    model, rec = _model(backend), Recorder()
+    model.fit(*_data(rng, 20), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=2, batch_size=10,
+              validation_data=_data(rng, 8), callbacks=[rec], progress=False, report_interval=1e9)
+    logs = "['eval_seconds', 'images_per_s', 'loss', 'lr', 'seconds', 'val_loss']"
+    epoch = ["batch_begin", "batch_end 1", "batch_begin", "batch_end 2", "report"]
+    assert rec.calls == ["train_begin", "epoch_begin 1", *epoch, f"epoch_end 1 {logs}",
+                         "epoch_begin 2", *epoch, f"epoch_end 2 {logs}", "train_end"]
+
+
+def test_a_callback_can_stop_training_and_only_callbacks_are_accepted(backend, rng):
+    class StopAfterThreeBatches(Callback):
+        def on_batch_end(self, loop):
+            if loop.epoch == 1 and loop.batch == 1:
+                loop.stop_training = True
+
+    model = _model(backend)
+    history = model.fit(*_data(rng), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=5, batch_size=20,
+                        callbacks=[StopAfterThreeBatches()], progress=False)
+    assert len(history["loss"]) == 1  # epoch 2 stopped after its first batch: no record for it
+    with pytest.raises(TypeError, match="callbacks must be Callback instances"):
+        model.fit(*_data(rng), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), callbacks=[print],
+                  progress=False)
+
+
+@pytest.mark.parametrize("restore", [False, True])
+def test_early_stopping(backend, rng, restore):
+    """Validation data the model cannot fit (targets with the opposite sign) stop training early; with
+    restore_best_weights the best epoch's weights come back."""
+    x, y = _data(rng)
+    model = _model(backend)
+    best = {}
+
+    class KeepBest(Callback):
+        def on_epoch_end(self, loop, logs):
+            if logs["val_loss"] <= min(loop.history[i]["val_loss"] for i in range(len(loop.history))):
+                best.update(model.state_dict())
+
+    stop = EarlyStopping(patience=2, restore_best_weights=restore)
+    history = model.fit(x, y, loss=bp.MSE(), optimizer=bp.Adam(model.parameters(), lr=0.05), epochs=50,
+                        batch_size=8, validation_data=(x, -y), callbacks=[KeepBest(), stop], progress=False)
+    n = len(history["val_loss"])
+    assert n < 50 and stop.best_epoch == int(np.argmin(history["val_loss"])) + 1 == n - 3
+    now = model.state_dict()
+    same = all(np.array_equal(now[k], best[k]) for k in now)
+    assert same == restore
+
+
+def test_early_stopping_names_a_missing_key(backend, rng):
+    model = _model(backend)
+    with pytest.raises(KeyError, match="monitors 'val_loss'.*pass validation_data"):
+        model.fit(*_data(rng), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), callbacks=[EarlyStopping()],
+                  progress=False)
+    with pytest.raises(ValueError, match="patience"):
+        EarlyStopping(patience=-1)
+
+
+def test_ctrl_c_stops_fit_after_the_batch(backend, rng):
+    class CtrlC(Callback):
+        def on_batch_end(self, loop):
+            if loop.epoch == 0 and loop.batch == 2:
+                signal.raise_signal(signal.SIGINT)
+
+    model, stop = _model(backend), StopOnInterrupt(say=lambda line: None)
+    history = model.fit(*_data(rng), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=3, batch_size=5,
+                        callbacks=[stop, CtrlC()], progress=False)
+    assert stop.interrupted and history["loss"] == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_metrics_files(backend, rng, tmp_path):
+    model = _model(backend)
+    model.fit(*_data(rng), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=2, batch_size=10,
+              validation_data=_data(rng, 10), callbacks=[MetricsFiles(tmp_path)], progress=False)
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    records = json.loads((tmp_path / "metrics.json").read_text())
+    assert [int(r["epoch"]) for r in rows] == [1, 2] == [r["epoch"] for r in records]
+    assert float(rows[1]["val_loss"]) == pytest.approx(records[1]["val_loss"])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
+def test_divergence_restores_weights_and_optimizer_state_of_the_last_reporting_point(backend, rng):
+    class Poison(Callback):
+        def on_report(self, loop, logs):
+            self.at = (loop.epoch, loop.batch)
+            self.saved = {k: v.copy() for k, v in model.state_dict().items()}
+            self.steps = loop.optimizer.steps
+            self.state = [{k: backend.to_numpy(v).copy() for k, v in p.state.items()} for p in loop.optimizer.params]
+
+        def on_batch_end(self, loop):
+            if loop.epoch == 1 and loop.batch == 3:
+                model.parameters()[0].data[...] = np.inf
+
+    model, poison = _model(backend), Poison()
+    opt = bp.Adam(model.parameters())
+    with pytest.raises(bp.TrainingDivergedError, match=r"at or before epoch 2, batch 3.*of epoch 2, batch 2"):
+        model.fit(*_data(rng), loss=bp.MSE(), optimizer=opt, epochs=3, batch_size=5, callbacks=[poison],
+                  progress=False, report_interval=0.0)
+    assert poison.at == (1, 2)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, poison.saved[k])
+    assert opt.steps == poison.steps
+    for p, saved in zip(opt.params, poison.state):
+        for k, v in saved.items():
+            np.testing.assert_array_equal(backend.to_numpy(p.state[k]), v)
+
+
+def test_fit_refuses_an_optimizer_of_another_model(backend, rng):
+    model, other = _model(backend), _model(backend)
+    with pytest.raises(ValueError, match="holds none of this model's parameters"):
+        model.fit(*_data(rng), loss=bp.MSE(), optimizer=bp.SGD(other.parameters()), progress=False)
+
+
+def test_fit_takes_a_data_loader_and_data_already_on_the_backend(backend, rng):
+    x, y = _data(rng)
+    model = _model(backend)
+    loader = bp.DataLoader(x, y, batch_size=8, seed=0, backend=backend, resident=True)
+    h1 = model.fit(loader, loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=2, progress=False)
+    xd, yd = backend.asarray(x), backend.asarray(y)
+    h2 = model.fit(xd, yd, loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=1, batch_size=8,
+                   progress=False)
+    assert len(h1["loss"]) == 2 and len(h2["loss"]) == 1
+    with pytest.raises(ValueError, match="targets inside the DataLoader"):
+        model.fit(loader, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), progress=False)
+
+
+def test_evaluate_gives_a_confusion_matrix(backend, rng):
+    model = bp.Sequential(bp.Linear(3, 4, backend=backend))
+    x, y = rng.standard_normal((30, 3)), rng.integers(0, 4, 30)
+    scores = model.evaluate(x, y, loss=bp.SoftmaxCrossEntropy(), confusion=True, batch_size=7)
+    pred = model.predict(x).argmax(axis=1)
+    expected = np.zeros((4, 4), dtype=np.int64)
+    np.add.at(expected, (y, pred), 1)
+    np.testing.assert_array_equal(scores["confusion"], expected)
+    assert scores["accuracy"] == pytest.approx(np.trace(expected) / 30)
