@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import math
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -49,9 +50,11 @@ class NumbaBackend(Backend):
     name = "numba"
     xp = np
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.k = importlib.import_module("backprop.kernels.numba_cpu")
-        super().__init__(*args, **kwargs)
+    def __init__(self, dtype: Any = np.float32, seed: int | None = None, kernels: ModuleType | None = None) -> None:
+        """``kernels``: a module with the kernels of ``backprop.kernels.numba_cpu`` (the default), for
+        comparing two versions of them (``bench/ab_kernels.py``), each on a backend of its own."""
+        self.k = kernels if kernels is not None else importlib.import_module("backprop.kernels.numba_cpu")
+        super().__init__(dtype, seed)
 
     # -- convolution lowering and pooling -------------------------------------------------------
     def im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:

@@ -18,13 +18,13 @@ Batch 100, float32, Adam, random MNIST-shaped data, after warm-up steps that com
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,8 +32,11 @@ from typing import Any
 import numpy as np
 
 from backprop import SoftmaxCrossEntropy, get_backend, zoo
+from backprop.backends.numba_backend import NumbaBackend
 from backprop.checks import int_arg
+from backprop.losses import targets_checked
 from backprop.optim import Adam
+from backprop.training import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = "kernels/numba_cpu.py"
@@ -57,39 +60,33 @@ def kernels_source(revision: str) -> str:
     return r.stdout
 
 
-def interleave(backend: Any, variants: dict[str, tuple[ModuleType, Callable[..., Any]]], model_name: str,
-               steps: int, rounds: int) -> dict[str, list[float]]:
-    """images/s of each variant (its kernels and its matmul, swapped into ``backend`` and restored
-    afterwards), round by round, training one model; within a round the variants take turns, in
-    alternating order."""
-    model = zoo.MODELS[model_name](backend=backend)
-    opt = Adam(model.parameters(), lr=1e-3)
-    loss = SoftmaxCrossEntropy(backend)
+def interleave(variants: dict[str, ModuleType], model_name: str, steps: int, rounds: int) -> dict[str, list[float]]:
+    """images/s of each variant of the kernels, round by round: each trains its own model (same seed,
+    same batches) on a Numba backend of its own with those kernels; within a round the variants take
+    turns, in alternating order."""
     rng = np.random.default_rng(0)
     batches = [(rng.random((100, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 100)) for _ in range(10)]
+    runs = {}
+    for variant, kernels in variants.items():
+        backend = NumbaBackend(np.float32, seed=0, kernels=kernels)
+        model = zoo.MODELS[model_name](backend=backend)
+        loss = SoftmaxCrossEntropy(backend)
+        runs[variant] = (model, loss, Adam(model.parameters(), lr=1e-3))
 
     def block(variant: str, n: int) -> float:
-        backend.k, backend.matmul = variants[variant]
+        model, loss, opt = runs[variant]
         t = time.perf_counter()
-        for i in range(n):
-            x, y = batches[i % len(batches)]
-            loss.forward(model.forward(x), y)
-            model.backward_params(loss.backward())
-            opt.step()
+        with targets_checked(loss):  # the labels are in range; steps then read nothing back, as in fit
+            for i in range(n):
+                train_step(model, loss, opt, *batches[i % len(batches)])
         return n * len(batches[0][1]) / (time.perf_counter() - t)
 
-    kernels, own = backend.k, dict(vars(backend))
-    try:
-        for variant in variants:
-            block(variant, 5)  # compile (or load from the cache), then settle
-        rates: dict[str, list[float]] = {variant: [] for variant in variants}
-        for r in range(rounds):
-            for variant in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
-                rates[variant].append(block(variant, steps))
-    finally:  # the backend is shared by the whole process: give it back as it was
-        backend.k = kernels
-        if "matmul" not in own:
-            del backend.matmul
+    for variant in variants:
+        block(variant, 5)  # compile (or load from the cache), then settle
+    rates: dict[str, list[float]] = {variant: [] for variant in variants}
+    for r in range(rounds):
+        for variant in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+            rates[variant].append(block(variant, steps))
     return rates
 
 
@@ -108,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int_arg(1, "a positive integer"), default=20, help="blocks per side (default 20)")
     args = p.parse_args(argv)
     source = kernels_source(args.base)
-    backend = get_backend("numba")
+    get_backend("numba")  # says what to install when Numba is missing
     with tempfile.TemporaryDirectory() as folder:
-        variants = {"working tree": (backend.k, backend.matmul),
-                    args.base: (load_module(source, Path(folder), "numba_cpu_base"), backend.matmul)}
-        rates = interleave(backend, variants, args.model, args.steps, args.rounds)
+        variants = {"working tree": importlib.import_module("backprop.kernels.numba_cpu"),
+                    args.base: load_module(source, Path(folder), "numba_cpu_base")}
+        rates = interleave(variants, args.model, args.steps, args.rounds)
     ratios = [w / b for w, b in zip(rates["working tree"], rates[args.base])]
     print(f"{args.model}, numba, batch 100, float32, Adam; {args.rounds} rounds of {args.steps} steps a side\n")
     print("| kernels | median images/s |\n|---|---:|")
