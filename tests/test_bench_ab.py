@@ -69,3 +69,13 @@ def test_interleave_runs_each_variant_on_its_own_kernels():
     assert [len(r) for r in rates.values()] == [3, 3] and all(v > 0 for r in rates.values() for v in r)
     # warm-up 5 steps + 3 rounds of 2, two ReLUs a step
     assert len(calls) == 2 * (5 + 3 * 2)
+
+
+@pytest.mark.skipif(not _git_head(), reason="needs the project's git history")
+def test_ab_e2e_against_head_reports_a_ratio():
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "ab_e2e.py"), "--base", "HEAD", "--backends", "numpy",
+                        "--models", "mlp", "--rounds", "1", "--steps", "1", "--windows", "1", "--train-images", "100"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = re.search(r"^\| mlp \| numpy \| [\d,]+ \| [\d,]+ \| ([\d.]+) \(", r.stdout, re.M)
+    assert row and float(row.group(1)) > 0, r.stdout
