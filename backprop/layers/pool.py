@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from backprop.backends import Backend
-from backprop.layers.base import Layer, as_pair
-from backprop.layers.conv import check_window_fits
+from backprop.layers.base import Layer
+from backprop.layers.window import as_pair, check_window_fits
 
 
 class MaxPool2D(Layer):
