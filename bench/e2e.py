@@ -213,7 +213,7 @@ def run_ours(backend_name: str, model_name: str, args: argparse.Namespace) -> di
 def torch_model(ours: Any) -> Any:
     """The same network in PyTorch, with ``ours``'s weights (torch's Linear weight is (out, in))."""
     import torch
-    from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU
+    from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU, ReLUMaxPool2D
     nn = torch.nn
     get = ours.backend.to_numpy
     layers = []
@@ -225,7 +225,8 @@ def torch_model(ours: Any) -> Any:
             m = nn.Linear(*layer.W.data.shape)
             w = get(layer.W.data).T
         elif isinstance(layer, MaxPool2D):
-            layers.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.pad))
+            relu = [nn.ReLU()] if isinstance(layer, ReLUMaxPool2D) else []  # the fused pair
+            layers += [*relu, nn.MaxPool2d(layer.kernel_size, layer.stride, layer.pad)]
             continue
         elif isinstance(layer, ReLU):
             layers.append(nn.ReLU())
