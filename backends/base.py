@@ -7,7 +7,7 @@ kernels they speed up (the Thinc pattern), so every override has a reference to 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -17,6 +17,25 @@ Pair = tuple[int, int]
 DTypeLike = Any
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class ConvCache(NamedTuple):
+    """What ``conv2d_forward`` keeps for ``conv2d_backward``: the patch matrix and the input's geometry."""
+
+    col: Any  # im2col(x): (N*OH*OW, C*KH*KW)
+    x_shape: tuple[int, ...]
+    stride: Pair
+    pad: Pair
+
+
+def _whole_batch(pixels: int, patch_columns: int) -> bool:
+    """Whether a convolution's products should run over the whole batch at once rather than per image.
+
+    With fewer output pixels per image than patch columns (OH*OW < C*KH*KW), per-image products are
+    small and many, and the transposed copies that whole-batch products need are small: whole-batch
+    products win, forward and backward (measured in bench/results/). Otherwise per-image products avoid
+    those copies, and their operands and results are views in NCHW order."""
+    return pixels < patch_columns
 
 
 def as_float_dtype(dtype: DTypeLike) -> np.dtype:
@@ -118,6 +137,54 @@ class Backend:
 
     def col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
         return ref.col2im(self.xp, col, x_shape, kernel, stride, pad)
+
+    def conv2d_forward(self, x: Any, W: Any, b: Any, stride: Pair, pad: Pair) -> tuple[Any, ConvCache]:
+        """Convolution of NCHW ``x`` with ``W`` (O, C, KH, KW) plus ``b`` (O,): im2col, one matrix
+        product with W as an (O, C*KH*KW) matrix, and the bias. Returns the output and the cache
+        ``conv2d_backward`` takes."""
+        n, o = x.shape[0], W.shape[0]
+        oh = ref.conv_output_size(x.shape[2], W.shape[2], stride[0], pad[0])
+        ow = ref.conv_output_size(x.shape[3], W.shape[3], stride[1], pad[1])
+        col = self.im2col(x, W.shape[2:], stride, pad)  # (N*OH*OW, CKK)
+        w = W.reshape(o, -1)
+        if _whole_batch(oh * ow, col.shape[1]):
+            # (O, CKK) @ (CKK, N*OH*OW), then the bias added on the way into NCHW order.
+            rows = self.matmul(w, col.T).reshape(o, n, oh * ow)
+            out = self.empty((n, o, oh * ow), dtype=x.dtype)
+            self.xp.add(rows.transpose(1, 0, 2), b[:, None], out=out)
+        else:
+            # One (O, CKK) @ (CKK, OH*OW) product per image (a batched matmul): the output comes out
+            # NCHW and contiguous, and with im2col's column-major patch matrix the operands are views.
+            out = self.matmul(w, col.reshape(n, oh * ow, -1).transpose(0, 2, 1))
+            self.add_bias(out, b)
+        return out.reshape(n, o, oh, ow), ConvCache(col, tuple(x.shape), stride, pad)
+
+    def conv2d_backward(self, dout: Any, cache: ConvCache, W: Any, dW: Any, db: Any,
+                        need_dx: bool = True) -> Any | None:
+        """Write the gradients of ``W`` and ``b`` into ``dW`` and ``db`` (in place) and return the input's
+        gradient, or None with ``need_dx=False`` (a first layer's, which nobody uses: a GEMM and a
+        col2im saved)."""
+        n, o = dout.shape[:2]
+        dout = dout.reshape(n, o, -1)  # (N, O, OH*OW): a view of a contiguous gradient
+        pixels = dout.shape[2]
+        self.bias_grad(dout, db)
+        rows = None
+        if _whole_batch(pixels, cache.col.shape[1]):  # dout as one (O, N*OH*OW) matrix
+            rows = self.xp.ascontiguousarray(dout.transpose(1, 0, 2)).reshape(o, -1)
+            self.matmul(rows, cache.col, out=dW.reshape(o, -1))
+        else:  # dW = sum over images of dout[n] @ col[n]
+            self.matmul(dout, cache.col.reshape(n, pixels, -1)).sum(axis=0, out=dW.reshape(o, -1))
+        if not need_dx:
+            return None
+        # dcol = W^T @ dout, in the (CKK, N*OH*OW) layout im2col uses, so that col2im reads it in order.
+        wt = W.reshape(o, -1).T
+        if rows is not None:
+            dcol = self.matmul(wt, rows)
+        else:  # one product per image, each written straight into its place in that layout
+            dcol = self.empty((wt.shape[0], n, pixels), dtype=dout.dtype)
+            self.matmul(wt, dout, out=dcol.transpose(1, 0, 2))
+            dcol = dcol.reshape(wt.shape[0], -1)
+        return self.col2im(dcol.T, cache.x_shape, W.shape[2:], cache.stride, cache.pad)
 
     def maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
         return ref.maxpool2d(self.xp, x, kernel, stride, pad)

@@ -121,7 +121,7 @@ class CupyBackend(Backend):
     def matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
         with self._guard("matmul", a, b):
             # cuBLAS. CuPy's matmul copies an operand that is not C-contiguous, and computes into a
-            # temporary when ``out`` is not C-contiguous (conv.py passes transposed views of both
+            # temporary when ``out`` is not C-contiguous (conv2d_forward/backward pass transposed views of both
             # kinds): an extra pass that a GPU profile should weigh against other layouts.
             return self.xp.matmul(a, b, out=out)
 

@@ -25,6 +25,7 @@ from backprop.layers import (
     Linear,
     MaxPool2D,
     ReLU,
+    ReLUMaxPool2D,
     Sigmoid,
     Softmax,
     Tanh,
@@ -44,7 +45,7 @@ __all__ = [
     "BatchNorm1D", "BatchNorm2D", "BinaryCrossEntropy", "CheckpointError", "Conv2D",
     "CosineAnnealingLR", "DataLoader", "Dropout", "ExponentialLR", "Flatten", "GradcheckResult",
     "LRScheduler", "Layer", "Linear", "Loss", "MaxPool2D", "Momentum", "Optimizer", "Parameter",
-    "RMSProp", "ReLU", "Sequential", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "StepLR", "Tanh",
-    "TrainingDivergedError", "available_backends", "clip_grad_norm", "get_backend", "gradcheck",
-    "manual_seed", "use_backend", "zoo",
+    "RMSProp", "ReLU", "ReLUMaxPool2D", "Sequential", "Sigmoid", "Softmax", "SoftmaxCrossEntropy",
+    "StepLR", "Tanh", "TrainingDivergedError", "available_backends", "clip_grad_norm", "get_backend",
+    "gradcheck", "manual_seed", "use_backend", "zoo",
 ]

@@ -13,12 +13,12 @@ from backprop.backends import Backend
 from backprop.checkpoint import CheckpointError, check_arrays, load_arrays, save_arrays
 from backprop.layers.activations import ReLU, Sigmoid, Softmax, Tanh
 from backprop.layers.base import Layer
-from backprop.layers.pool import MaxPool2D
+from backprop.layers.pool import ReLUMaxPool2D
 from backprop.module import Module
 from backprop.parameter import Parameter
 from backprop.training import evaluate, fit, predict
 
-_NONLINEARITIES = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh", Softmax: "softmax"}
+_NONLINEARITIES = {ReLU: "relu", ReLUMaxPool2D: "relu", Sigmoid: "sigmoid", Tanh: "tanh", Softmax: "softmax"}
 CHECKPOINT_FORMAT = "backprop.weights/1"
 
 
@@ -42,8 +42,8 @@ class Sequential(Layer):
     """Layers applied in order; ``backward`` runs them in reverse.
 
     On construction, every layer built with ``init="auto"`` gets its weights drawn for the
-    nonlinearity it feeds (looking into a nested Sequential that follows it): He before a ReLU, Glorot
-    otherwise. The layers of a nested Sequential keep the weights they have, so a trained block can be
+    nonlinearity it feeds (looking into a nested Sequential that follows it): He before a ReLU (or a
+    ReLUMaxPool2D), Glorot otherwise. The layers of a nested Sequential keep the weights they have, so a trained block can be
     wrapped. All layers must share one backend.
     """
 
@@ -65,19 +65,26 @@ class Sequential(Layer):
 
     # -- the layer contract ---------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
-        return _forward(self.layers, x)
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
 
     def backward(self, dout: Any) -> Any:
-        return _backward(self.layers, dout)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
 
     def backward_params(self, dout: Any) -> None:
         """Backward for training: gradients of the parameters only. Layers in front of the first one
-        with parameters (a Flatten; a ReLU and max-pooling, whose forward was folded) need no gradient,
-        and neither does that first layer's input: both are skipped (for a Conv2D first layer that saves
-        a GEMM and a whole col2im per step; for an MLP behind a Flatten, its largest GEMM)."""
+        with parameters (a Flatten, say) need no gradient, and neither does that first layer's input:
+        both are skipped (for a Conv2D first layer that saves a GEMM and a whole col2im per step; for
+        an MLP behind a Flatten, its largest GEMM)."""
         first = next((i for i, layer in enumerate(self.layers) if layer.parameters()), None)
-        if first is not None:
-            self.layers[first].backward_params(_backward(self.layers[first + 1:], dout))
+        if first is None:
+            return
+        for layer in reversed(self.layers[first + 1:]):
+            dout = layer.backward(dout)
+        self.layers[first].backward_params(dout)
 
     def named_parameters(self) -> dict[str, Parameter]:
         return {f"{i}.{name}": p for i, layer in enumerate(self.layers)
@@ -188,36 +195,3 @@ class Sequential(Layer):
         """Outputs for ``x`` in inference mode, computed in batches, as a host NumPy array."""
         return predict(self, x, batch_size=batch_size)
 
-
-def _relu_then_pool(layers: list[Layer], i: int) -> bool:
-    """Whether layers[i] is a max-pooling fed by a ReLU, a pair that goes forward and back in one step."""
-    return 0 < i < len(layers) and type(layers[i]) is MaxPool2D and type(layers[i - 1]) is ReLU
-
-
-def _forward(layers: list[Layer], x: Any) -> Any:
-    """Every layer's forward, first to last. A ReLU followed by max-pooling runs as one step
-    (``MaxPool2D.forward_through_relu``): ReLU on the pooled values, not on the full-size input."""
-    i = 0
-    while i < len(layers):
-        if _relu_then_pool(layers, i + 1):
-            layers[i].y = None                  # ReLU's own state is not computed; its backward is folded too
-            x = layers[i + 1].forward_through_relu(x)
-            i += 2
-        else:
-            x = layers[i].forward(x)
-            i += 1
-    return x
-
-
-def _backward(layers: list[Layer], dout: Any) -> Any:
-    """Every layer's backward, last to first. A ReLU followed by max-pooling goes back in one step
-    (``MaxPool2D.backward_through_relu``): the same gradient without ReLU's full-size pass."""
-    i = len(layers) - 1
-    while i >= 0:
-        if _relu_then_pool(layers, i):
-            dout = layers[i].backward_through_relu(dout)
-            i -= 2
-        else:
-            dout = layers[i].backward(dout)
-            i -= 1
-    return dout

@@ -2,6 +2,8 @@
 
 Each function takes the input's channels and (square) size and the number of classes, so the same
 architectures serve MNIST, Fashion-MNIST or other small images; ``backend`` picks where the weights live.
+A ReLU followed by max pooling is built as one :class:`~backprop.layers.ReLUMaxPool2D` layer: the same
+function, with ReLU run on the pooled values.
 :data:`MODELS` maps the command line's names to them.
 """
 
@@ -11,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from backprop.backends import Backend, use_backend
 from backprop.checks import check_positive_int
-from backprop.layers import Conv2D, Dropout, Flatten, Layer, Linear, MaxPool2D, ReLU
+from backprop.layers import Conv2D, Dropout, Flatten, Layer, Linear, ReLU, ReLUMaxPool2D
 from backprop.model import Sequential
 
 
@@ -35,7 +37,7 @@ def simple_conv_net(*, in_channels: int = 1, image_size: int = 28, classes: int 
     _check_size("SimpleConvNet", image_size, 6)
     pooled = (image_size - 4) // 2
     return _build(backend, lambda: [
-        Conv2D(in_channels, channels, 5), ReLU(), MaxPool2D(2), Flatten(),
+        Conv2D(in_channels, channels, 5), ReLUMaxPool2D(2), Flatten(),
         Linear(channels * pooled * pooled, hidden), ReLU(), Linear(hidden, classes)])
 
 
@@ -46,8 +48,8 @@ def lenet5(*, in_channels: int = 1, image_size: int = 28, classes: int = 10,
     _check_size("LeNet5", image_size, 12)
     size = ((image_size // 2) - 4) // 2
     return _build(backend, lambda: [
-        Conv2D(in_channels, 6, 5, pad=2), ReLU(), MaxPool2D(2),
-        Conv2D(6, 16, 5), ReLU(), MaxPool2D(2), Flatten(),
+        Conv2D(in_channels, 6, 5, pad=2), ReLUMaxPool2D(2),
+        Conv2D(6, 16, 5), ReLUMaxPool2D(2), Flatten(),
         Linear(16 * size * size, 120), ReLU(), Linear(120, 84), ReLU(), Linear(84, classes)])
 
 
@@ -74,9 +76,9 @@ def deep_conv_net(*, in_channels: int = 1, image_size: int = 28, classes: int = 
     size = (size + 2) // 2                 # conv, conv (pad 2 adds 2), pool
     size = size // 2                       # conv, conv, pool
     return _build(backend, lambda: [
-        Conv2D(in_channels, 16, 3, pad=1), ReLU(), Conv2D(16, 16, 3, pad=1), ReLU(), MaxPool2D(2),
-        Conv2D(16, 32, 3, pad=1), ReLU(), Conv2D(32, 32, 3, pad=2), ReLU(), MaxPool2D(2),
-        Conv2D(32, 64, 3, pad=1), ReLU(), Conv2D(64, 64, 3, pad=1), ReLU(), MaxPool2D(2), Flatten(),
+        Conv2D(in_channels, 16, 3, pad=1), ReLU(), Conv2D(16, 16, 3, pad=1), ReLUMaxPool2D(2),
+        Conv2D(16, 32, 3, pad=1), ReLU(), Conv2D(32, 32, 3, pad=2), ReLUMaxPool2D(2),
+        Conv2D(32, 64, 3, pad=1), ReLU(), Conv2D(64, 64, 3, pad=1), ReLUMaxPool2D(2), Flatten(),
         Linear(64 * size * size, 50), ReLU(), Dropout(dropout), Linear(50, classes), Dropout(dropout)])
 
 

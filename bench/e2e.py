@@ -223,7 +223,7 @@ def _time_ours(model: Any, loss: Any, opt: Any, epoch: list[Any], test: Any, t0:
 def torch_model(ours: Any) -> Any:
     """The same network in PyTorch, with ``ours``'s weights (torch's Linear weight is (out, in))."""
     import torch
-    from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU
+    from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU, ReLUMaxPool2D
     nn = torch.nn
     get = ours.backend.to_numpy
     layers = []
@@ -235,7 +235,8 @@ def torch_model(ours: Any) -> Any:
             m = nn.Linear(*layer.W.data.shape)
             w = get(layer.W.data).T
         elif isinstance(layer, MaxPool2D):
-            layers.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.pad))
+            relu = [nn.ReLU()] if isinstance(layer, ReLUMaxPool2D) else []  # the fused pair
+            layers += [*relu, nn.MaxPool2d(layer.kernel_size, layer.stride, layer.pad)]
             continue
         elif isinstance(layer, ReLU):
             layers.append(nn.ReLU())

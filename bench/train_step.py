@@ -75,7 +75,6 @@ if ARGS is not None and ARGS.blas_threads is not None:
 import numpy as np  # noqa: E402  (after the thread variables are set)
 
 import backprop  # noqa: E402
-from backprop.model import _relu_then_pool  # noqa: E402  (the fold rule Sequential follows)
 
 # --------------------------------------------------------------------------------------------------
 # backprop
@@ -130,35 +129,25 @@ class Ours:
         x, y = self.batch()
         sync, clock = self.sync, time.perf_counter
         layers = self.model.layers  # forward and backward as Sequential runs them
-        i = 0
-        while i < len(layers):
+        for i, layer in enumerate(layers):
             sync()
             t = clock()
-            if _relu_then_pool(layers, i + 1):
-                x = layers[i + 1].forward_through_relu(x)  # the pair in one step
-                name, i = f"{i}-{i + 1} ReLU+MaxPool2D forward", i + 2
-            else:
-                x = layers[i].forward(x)
-                name, i = f"{i} {type(layers[i]).__name__} forward", i + 1
+            x = layer.forward(x)
             sync()
-            rec(name, clock() - t)
+            rec(f"{i} {type(layer).__name__} forward", clock() - t)
         t = clock()
         float(self.loss.forward(x, y))
         dout = self.loss.backward()
         sync()
         rec("loss forward+backward", clock() - t)
-        i = len(layers) - 1
-        while i >= 0:
+        for i in reversed(range(len(layers))):
             t = clock()
-            if _relu_then_pool(layers, i):
-                dout = layers[i].backward_through_relu(dout)  # the pair in one step
-                name, i = f"{i - 1}-{i} ReLU+MaxPool2D backward", i - 2
-            elif i == 0:
+            if i == 0:
                 layers[0].backward_params(dout)  # no input gradient for the first layer
-                name, i = f"0 {type(layers[0]).__name__} backward (parameters only)", -1
+                name = f"0 {type(layers[0]).__name__} backward (parameters only)"
             else:
                 dout = layers[i].backward(dout)
-                name, i = f"{i} {type(layers[i]).__name__} backward", i - 1
+                name = f"{i} {type(layers[i]).__name__} backward"
             sync()
             rec(name, clock() - t)
         t = clock()

@@ -26,6 +26,8 @@ LAYER_CASES = {
     "maxpool-stride-ne-kernel-pad": (lambda: bp.MaxPool2D(3, stride=2, pad=1), (2, 2, 7, 6)),
     "maxpool-overlap": (lambda: bp.MaxPool2D((2, 3), stride=1), (1, 2, 4, 5)),
     "maxpool-2": (lambda: bp.MaxPool2D(2), (2, 3, 4, 4)),
+    "relu-maxpool-2": (lambda: bp.ReLUMaxPool2D(2), (2, 3, 4, 4)),
+    "relu-maxpool-overlap-pad": (lambda: bp.ReLUMaxPool2D(3, stride=2, pad=1), (2, 2, 7, 6)),
     "flatten": (lambda: bp.Flatten(), (2, 3, 2, 2)),
     "relu": (lambda: bp.ReLU(), (4, 5)),
     "sigmoid": (lambda: bp.Sigmoid(), (4, 5)),

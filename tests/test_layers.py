@@ -48,6 +48,7 @@ def test_conv_matches_direct_convolution(on, rng):
     (lambda: bp.BatchNorm2D(3), (2, 4, 5, 5), r"BatchNorm2D expected .*\(N, 3, \*, \*\), got \(2, 4, 5, 5\)"),
     (lambda: bp.BatchNorm1D(4), (1, 4), r"more than one value per feature"),
     (lambda: bp.MaxPool2D(2), (2, 8, 8), r"MaxPool2D expected input of shape \(N, \*, \*, \*\)"),
+    (lambda: bp.ReLUMaxPool2D(3), (2, 1, 2, 2), r"ReLUMaxPool2D: a 3x3 window does not fit in a 2x2 input"),
 ])
 def test_wrong_input_shape_is_a_value_error(on, make, shape, expected):
     with pytest.raises(ValueError, match=expected):
@@ -81,6 +82,8 @@ def test_sequential_draws_he_before_relu_and_glorot_otherwise(on):
     chained = bp.Sequential(bp.Linear(400, 300), bp.Linear(300, 200), bp.BatchNorm1D(200), bp.ReLU())
     assert float(on.to_numpy(chained[0].W.data).std()) == pytest.approx(np.sqrt(2 / 700), rel=0.02)
     assert float(on.to_numpy(chained[1].W.data).std()) == pytest.approx(np.sqrt(2 / 300), rel=0.02)
+    fused = bp.Sequential(bp.Conv2D(100, 50, 2), bp.ReLUMaxPool2D(2))  # counts as a ReLU
+    assert float(on.to_numpy(fused[0].W.data).std()) == pytest.approx(np.sqrt(2 / 400), rel=0.02)  # He
     explicit = bp.Sequential(bp.Linear(400, 300, init=0.01), bp.ReLU())
     assert float(on.to_numpy(explicit[0].W.data).std()) == pytest.approx(0.01, rel=0.02)
     block = bp.Sequential(bp.Tanh(), bp.Linear(300, 200))

@@ -429,38 +429,59 @@ def test_backward_params_gives_the_same_parameter_gradients_without_dx(backend, 
         np.testing.assert_allclose(backend.to_numpy(p.grad), full[k], rtol=1e-6, atol=1e-7)
 
 
-def test_relu_then_pooling_goes_back_in_one_step_with_the_same_gradients(backend64, rng):
-    """Sequential folds a ReLU into the max-pooling after it, forward and backward; the outputs and
-    gradients are those of the layers' own passes, one after the other."""
-    from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU
+@pytest.mark.parametrize("kernel,stride,pad", [(2, 2, 0), (3, 2, 1), ((2, 3), (1, 2), 0), (3, 1, 1)])
+def test_relu_maxpool_layer_is_relu_then_maxpool(backend64, rng, kernel, stride, pad):
+    """ReLUMaxPool2D gives the outputs and input gradients of ReLU then MaxPool2D: padding, overlapping
+    windows, ties, zeros, -inf, a plane with no positive value and a NaN first in its windows (a NaN
+    after a positive value is the one case where they differ: see Backend.maxpool2d_relu_backward)."""
     b = backend64
-    model = bp.Sequential(Conv2D(2, 3, 3, backend=b), ReLU(backend=b), MaxPool2D(2, backend=b),
-                       Conv2D(3, 4, 2, backend=b), ReLU(backend=b), MaxPool2D(2, stride=1, backend=b),
-                       Flatten(backend=b), Linear(4 * 2 * 2, 5, backend=b))
+    host_x = rng.integers(-2, 3, (2, 3, 7, 8)).astype(np.float64)
+    host_x[0, 0, 0, 0], host_x[1, 2, 3, 3], host_x[1, 1] = np.nan, -np.inf, -1.0
+    x = b.asarray(host_x)
+    fused = bp.ReLUMaxPool2D(kernel, stride, pad, backend=b)
+    relu, pool = bp.ReLU(backend=b), bp.MaxPool2D(kernel, stride, pad, backend=b)
+    y = fused.forward(x)
+    np.testing.assert_array_equal(b.to_numpy(y), b.to_numpy(pool.forward(relu.forward(x))))
+    d = b.asarray(rng.standard_normal(y.shape))
+    np.testing.assert_array_equal(b.to_numpy(fused.backward(d)), b.to_numpy(relu.backward(pool.backward(d))))
+
+
+def relu_pool_cnn(b, fused):
+    """A small CNN whose ReLU-then-pooling pairs are ReLUMaxPool2D layers (fused) or two layers each."""
+    def relu_pool(*args):
+        return [bp.ReLUMaxPool2D(*args)] if fused else [bp.ReLU(), bp.MaxPool2D(*args)]
+    bp.manual_seed(0)
+    with bp.use_backend(b):
+        return bp.Sequential(bp.Conv2D(2, 3, 3), *relu_pool(2), bp.Conv2D(3, 4, 2), *relu_pool(2, 1),
+                             bp.Flatten(), bp.Linear(4 * 2 * 2, 5))
+
+
+def test_a_model_with_the_fused_layer_is_the_model_with_relu_then_pooling(backend64, rng):
+    """Same weights (the fused layer counts as a ReLU for He init), outputs, input gradient and
+    parameter gradients, through backward and backward_params."""
+    b = backend64
+    fused, plain = relu_pool_cnn(b, fused=True), relu_pool_cnn(b, fused=False)
+    assert len(fused) == len(plain) - 2
     x = b.asarray(rng.standard_normal((2, 2, 10, 10)))
     d = b.asarray(rng.standard_normal((2, 5)))
-    out = b.to_numpy(model.forward(x))
-    assert model.layers[1].y is None and model.layers[4].y is None  # the folded ReLUs kept no state
-    dx = model.backward(d)
-    grads = {k: b.to_numpy(p.grad).copy() for k, p in model.named_parameters().items()}
-    chain = x
-    for layer in model.layers:  # the plain chain, no folding
-        chain = layer.forward(chain)
-    np.testing.assert_array_equal(b.to_numpy(chain), out)
-    chain = d
-    for layer in reversed(model.layers):
-        chain = layer.backward(chain)
-    np.testing.assert_array_equal(b.to_numpy(dx), b.to_numpy(chain))
-    for k, p in model.named_parameters().items():
-        np.testing.assert_array_equal(b.to_numpy(p.grad), grads[k], err_msg=k)
+    for p, q in zip(fused.parameters(), plain.parameters()):
+        np.testing.assert_array_equal(b.to_numpy(p.data), b.to_numpy(q.data))
+    np.testing.assert_array_equal(b.to_numpy(fused.forward(x)), b.to_numpy(plain.forward(x)))
+    np.testing.assert_array_equal(b.to_numpy(fused.backward(d)), b.to_numpy(plain.backward(d)))
+    for p, q in zip(fused.parameters(), plain.parameters()):
+        np.testing.assert_array_equal(b.to_numpy(p.grad), b.to_numpy(q.grad))
+        p.grad[...], q.grad[...] = 0, 0
+    fused.forward(x), plain.forward(x)
+    fused.backward_params(d), plain.backward_params(d)
+    for p, q in zip(fused.parameters(), plain.parameters()):
+        np.testing.assert_array_equal(b.to_numpy(p.grad), b.to_numpy(q.grad))
 
 
-def test_training_a_model_that_starts_with_relu_then_pooling(backend64, rng):
-    """The folded pair first: its forward kept no ReLU state, and backward_params must not ask for it;
-    the parameter gradients are those of the full backward."""
-    from backprop.layers import Flatten, Linear, MaxPool2D, ReLU
+def test_training_a_model_that_starts_with_the_fused_layer(backend64, rng):
+    """backward_params skips the fused layer in front of the first weights; the parameter gradients
+    are those of the full backward."""
     b = backend64
-    model = bp.Sequential(ReLU(backend=b), MaxPool2D(2, backend=b), Flatten(backend=b), Linear(2 * 2 * 2, 3, backend=b))
+    model = bp.Sequential(bp.ReLUMaxPool2D(2, backend=b), bp.Flatten(backend=b), bp.Linear(2 * 2 * 2, 3, backend=b))
     x = b.asarray(rng.standard_normal((2, 2, 4, 4)))
     d = b.asarray(rng.standard_normal((2, 3)))
     model.forward(x)

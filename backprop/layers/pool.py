@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from backprop.backends import Backend
-from backprop.layers.base import Layer, as_pair
-from backprop.layers.conv import check_window_fits
+from backprop.layers.base import Layer
+from backprop.layers.window import as_pair, check_window_fits
 
 
 class MaxPool2D(Layer):
@@ -24,17 +24,11 @@ class MaxPool2D(Layer):
 
     def forward(self, x: Any) -> Any:
         self._check(x)
-        self.y, self.argmax = self.backend.maxpool2d(x, self.kernel_size, self.stride, self.pad)
-        return self.y
-
-    def forward_through_relu(self, x: Any) -> Any:
-        """This pooling of ReLU(x): the forward of the ReLU that feeds this layer folded into this one
-        (see ``Backend.maxpool2d_relu``); Sequential uses it for that pair, with ``backward_through_relu``."""
-        self._check(x)
-        self.y, self.argmax = self.backend.maxpool2d_relu(x, self.kernel_size, self.stride, self.pad)
-        return self.y
+        y, self.argmax = self.backend.maxpool2d(x, self.kernel_size, self.stride, self.pad)
+        return y
 
     def _check(self, x: Any) -> None:
+        """Refuse what the pooling cannot take, and keep the input's shape for backward."""
         self.check_input(x, (None, None, None, None))
         check_window_fits(self, x, self.kernel_size, self.pad)
         self.x_shape = x.shape
@@ -43,11 +37,25 @@ class MaxPool2D(Layer):
         return self.backend.maxpool2d_backward(dout, self.argmax, self.x_shape, self.kernel_size,
                                                self.stride, self.pad)
 
-    def backward_through_relu(self, dout: Any) -> Any:
-        """The gradient w.r.t. the input of the ReLU that feeds this layer: ReLU's backward folded
-        into this one (see ``Backend.maxpool2d_relu_backward``); Sequential uses it for that pair."""
-        return self.backend.maxpool2d_relu_backward(dout, self.y, self.argmax, self.x_shape, self.kernel_size,
-                                                    self.stride, self.pad)
-
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}"
+
+
+class ReLUMaxPool2D(MaxPool2D):
+    """``MaxPool2D(ReLU(x))`` as one layer, for a model that has a ReLU right before max pooling.
+
+    Max commutes with ReLU (both are monotone), so ReLU runs on the pooled maxima, a quarter of the
+    full-size pass for 2x2 windows, and backward masks the pooled gradient by ``y > 0`` instead of
+    running ReLU's full-size backward (see ``Backend.maxpool2d_relu``). Outputs and gradients are
+    those of ``ReLU()`` then ``MaxPool2D(...)``, except that a window whose max is NaN passes no
+    gradient. It counts as a ReLU for the weight initialization of the layer before it.
+    """
+
+    def forward(self, x: Any) -> Any:
+        self._check(x)
+        self.y, self.argmax = self.backend.maxpool2d_relu(x, self.kernel_size, self.stride, self.pad)
+        return self.y
+
+    def backward(self, dout: Any) -> Any:
+        return self.backend.maxpool2d_relu_backward(dout, self.y, self.argmax, self.x_shape, self.kernel_size,
+                                                    self.stride, self.pad)
