@@ -75,6 +75,8 @@ if ARGS is not None and ARGS.blas_threads is not None:
 import numpy as np  # noqa: E402  (after the thread variables are set)
 
 import backprop  # noqa: E402
+from backprop.checks import check_labels  # noqa: E402
+from backprop.training import train_step  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------
 # backprop
@@ -83,11 +85,8 @@ import backprop  # noqa: E402
 
 def build_ours(backend: str, seed: int) -> tuple[Any, Any, Any]:
     backprop.manual_seed(seed)
-    with backprop.use_backend(backend, "float32"):
-        model = backprop.Sequential(
-            backprop.Conv2D(1, 30, 5), backprop.ReLU(), backprop.MaxPool2D(2), backprop.Flatten(),
-            backprop.Linear(4320, 100), backprop.ReLU(), backprop.Linear(100, 10))
-        loss = backprop.SoftmaxCrossEntropy()
+    model = backprop.zoo.simple_conv_net(backend=backprop.get_backend(backend, "float32"))
+    loss = backprop.SoftmaxCrossEntropy(model.backend)
     opt = backprop.Adam(model.parameters(), lr=1e-3)
     return model, loss, opt
 
@@ -99,6 +98,9 @@ class Ours:
         self.model, self.loss, self.opt = build_ours(backend, seed)
         self.backend = self.model.backend
         self.name = f"backprop {self.backend.name}"
+        for _, y in data:  # the labels, checked once as fit does; the steps then read nothing back
+            check_labels(y, 10, "labels")
+        self.loss.check_values = False
         self.data = [(self.backend.asarray(x), self.backend.asarray(y)) for x, y in data]
         self.i = 0
 
@@ -106,20 +108,16 @@ class Ours:
         """The initial weights as host float32 arrays (W1 is OIHW, W2/W3 are (in, out))."""
         layers = self.model.layers
         get = self.backend.to_numpy
-        return {"W1": get(layers[0].W.data), "b1": get(layers[0].b.data), "W2": get(layers[4].W.data),
-                "b2": get(layers[4].b.data), "W3": get(layers[6].W.data), "b3": get(layers[6].b.data)}
+        return {"W1": get(layers[0].W.data), "b1": get(layers[0].b.data), "W2": get(layers[3].W.data),
+                "b2": get(layers[3].b.data), "W3": get(layers[5].W.data), "b3": get(layers[5].b.data)}
 
     def batch(self) -> tuple[Any, Any]:
         self.i = (self.i + 1) % len(self.data)
         return self.data[self.i]
 
-    def step(self) -> float:
-        x, y = self.batch()
-        out = self.model.forward(x)
-        value = float(self.loss.forward(out, y))
-        self.model.backward_params(self.loss.backward())
-        self.opt.step()
-        return value
+    def step(self) -> Any:
+        """The library's training step; returns the loss as a 0-d backend array."""
+        return train_step(self.model, self.loss, self.opt, *self.batch())[0]
 
     def sync(self) -> None:
         self.backend.synchronize()
@@ -548,7 +546,7 @@ def main(args: argparse.Namespace) -> int:
         first_step[impl.name] = time.perf_counter() - start
     print("first step (JIT compile or cache load included): "
           + ", ".join(f"{k} {v:.2f} s" for k, v in first_step.items()))
-    first_losses = {impl.name: [impl.step() for _ in range(args.warmup)] for impl in impls}
+    first_losses = {impl.name: [float(impl.step()) for _ in range(args.warmup)] for impl in impls}
     if args.warmup:
         print("losses of the warm-up steps (same weights, same batches):")
         for name, losses in first_losses.items():
