@@ -30,12 +30,13 @@ from backprop.layers import (
     Softmax,
     Tanh,
 )
-from backprop.losses import MSE, BCEWithLogits, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
+from backprop.losses import MSE, BCEWithLogits, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy, targets_checked
 from backprop.model import Sequential
 from backprop.optim import SGD, AdaGrad, Adam, AdamW, Momentum, Optimizer, RMSProp, clip_grad_norm
 from backprop.parameter import Parameter
 from backprop.schedules import CosineAnnealingLR, ExponentialLR, LRScheduler, StepLR
-from backprop.training import TrainingDivergedError
+from backprop.training import TrainingDivergedError, train_step
+from backprop import callbacks  # fit's callbacks: bp.callbacks.EarlyStopping(...), ...
 from backprop import zoo  # the model zoo: bp.zoo.simple_conv_net(), ...
 
 __version__ = "0.1.0"
@@ -47,5 +48,5 @@ __all__ = [
     "LRScheduler", "Layer", "Linear", "Loss", "MaxPool2D", "Momentum", "Optimizer", "Parameter",
     "RMSProp", "ReLU", "ReLUMaxPool2D", "Sequential", "Sigmoid", "Softmax", "SoftmaxCrossEntropy",
     "StepLR", "Tanh", "TrainingDivergedError", "available_backends", "clip_grad_norm", "get_backend",
-    "gradcheck", "manual_seed", "use_backend", "zoo",
+    "callbacks", "gradcheck", "manual_seed", "targets_checked", "train_step", "use_backend", "zoo",
 ]

@@ -177,6 +177,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     if path.is_dir():
         path = path / CHECKPOINT
     arrays, meta = load_arrays(path)
+    if str(meta.get("format", "")).startswith("backprop.run/") and meta.get("format") != RUN_FORMAT:
+        raise CheckpointError(f"{path}: written by another version of backprop (format {meta.get('format')!r}, this "
+                              f"one reads {RUN_FORMAT!r}), which cannot be resumed here; its model.npz still "
+                              "loads where the model's layers are unchanged")
     if meta.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected a training run ({RUN_FORMAT!r}); "
                               "weights saved with model.save() load with Sequential.load()")

@@ -327,3 +327,13 @@ def test_divergence_in_the_first_epoch_says_there_is_no_checkpoint(capsys):
     assert main(["train", "--epochs", "2", "--lr", "1e30", "--run-dir", "run", *SMALL]) == 1
     err = capsys.readouterr().err
     assert "no epoch finished, so run holds no checkpoint" in err and "Traceback" not in err
+
+
+def test_a_run_of_an_older_format_is_refused_with_a_reason(tmp_path, capsys):
+    from backprop.checkpoint import save_arrays
+    assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
+    arrays, meta = load_arrays(tmp_path / "run" / "checkpoint.npz")
+    save_arrays(tmp_path / "run" / "checkpoint.npz", arrays, {**meta, "format": "backprop.run/1"})
+    capsys.readouterr()
+    assert main(["train", "--resume", "run", "--epochs", "2", "--no-progress"]) == 1
+    assert "written by another version of backprop (format 'backprop.run/1'" in capsys.readouterr().err
