@@ -18,7 +18,6 @@ Batch 100, float32, Adam, random MNIST-shaped data, after warm-up steps that com
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from backprop import SoftmaxCrossEntropy, get_backend, zoo
+from backprop import Backend, SoftmaxCrossEntropy, get_backend, zoo
 from backprop.backends.numba_backend import NumbaBackend
 from backprop.checks import int_arg
 from backprop.losses import targets_checked
@@ -60,15 +59,14 @@ def kernels_source(revision: str) -> str:
     return r.stdout
 
 
-def interleave(variants: dict[str, ModuleType], model_name: str, steps: int, rounds: int) -> dict[str, list[float]]:
-    """images/s of each variant of the kernels, round by round: each trains its own model (same seed,
-    same batches) on a Numba backend of its own with those kernels; within a round the variants take
-    turns, in alternating order."""
+def interleave(variants: dict[str, Backend], model_name: str, steps: int, rounds: int) -> dict[str, list[float]]:
+    """images/s of each variant (a backend of its own), round by round: each trains its own model (same
+    seed, same batches); within a round the variants take turns, in alternating order."""
     rng = np.random.default_rng(0)
     batches = [(rng.random((100, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 100)) for _ in range(10)]
     runs = {}
-    for variant, kernels in variants.items():
-        backend = NumbaBackend(np.float32, seed=0, kernels=kernels)
+    for variant, backend in variants.items():
+        backend.seed(0)
         model = zoo.MODELS[model_name](backend=backend)
         loss = SoftmaxCrossEntropy(backend)
         runs[variant] = (model, loss, Adam(model.parameters(), lr=1e-3))
@@ -107,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     source = kernels_source(args.base)
     get_backend("numba")  # says what to install when Numba is missing
     with tempfile.TemporaryDirectory() as folder:
-        variants = {"working tree": importlib.import_module("backprop.kernels.numba_cpu"),
-                    args.base: load_module(source, Path(folder), "numba_cpu_base")}
+        variants = {"working tree": NumbaBackend(np.float32, seed=0),
+                    args.base: NumbaBackend(np.float32, seed=0, kernels=load_module(source, Path(folder), "numba_cpu_base"))}
         rates = interleave(variants, args.model, args.steps, args.rounds)
     ratios = [w / b for w, b in zip(rates["working tree"], rates[args.base])]
     print(f"{args.model}, numba, batch 100, float32, Adam; {args.rounds} rounds of {args.steps} steps a side\n")

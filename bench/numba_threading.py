@@ -10,8 +10,8 @@ each, the kernel variants take turns block by block, so that this machine's drif
 minutes) hits them alike, and each round's ratio to the serial block of the same round is reported:
 
 - ``serial``: the backend as shipped; the cores belong to BLAS between kernels;
-- ``prange``: ``kernels/numba_cpu.py`` with its loops over images and elements rewritten as
-  ``prange`` and compiled with ``parallel=True``;
+- ``prange``: the same kernels compiled again with ``parallel=True``, so that their ``prange`` loops
+  over images and elements run on Numba's thread pool;
 - ``prange, BLAS 1 thread in matmul``: the same, with BLAS held to one thread during the backend's
   matrix products only (threadpoolctl), so that the two pools never hold the cores at once.
 
@@ -27,11 +27,14 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-from ab_kernels import interleave, load_module, ratio_summary
+from types import FunctionType, ModuleType
+from typing import Any
 
+import numpy as np
+from ab_kernels import interleave, ratio_summary
+
+from backprop.backends.numba_backend import NumbaBackend
 from backprop.checks import int_arg
 
 ENVIRONMENTS = {
@@ -40,52 +43,58 @@ ENVIRONMENTS = {
     "NUMBA_THREADING_LAYER=workqueue": {"NUMBA_THREADING_LAYER": "workqueue"},
     "OPENBLAS_NUM_THREADS=1": {"OPENBLAS_NUM_THREADS": "1"},
 }
-PARALLEL_LOOPS = ("for ni in range(n):", "for i in range(x.size):", "for i in range(dout.size):",
-                  "for i in range(p.size):")
 
 
-def parallel_kernels(folder: Path):
-    """``kernels/numba_cpu.py`` with its image and element loops as ``prange``, compiled in parallel
-    (under the threading layer NUMBA_THREADING_LAYER names, or Numba's default)."""
+def parallel_kernels() -> ModuleType:
+    """The shipped kernels compiled again with ``parallel=True`` (under the threading layer
+    NUMBA_THREADING_LAYER names, or Numba's default), as a module of their own; the Python functions
+    that pick a kernel are rebound to it. Compiled on first use and not cached."""
+    import numba
+    from numba.core.registry import CPUDispatcher
+
     from backprop.kernels import numba_cpu
-    src = Path(numba_cpu.__file__).read_text()
-    for loop in PARALLEL_LOOPS:
-        src = src.replace(loop, loop.replace("range(", "prange("))
-    src = src.replace("from numba import njit", "from numba import njit, prange")
-    src = src.replace("return njit(**_JIT, **options)", "return njit(parallel=True, **_JIT, **options)")
-    return load_module(src, folder, "numba_cpu_parallel")
+
+    module = ModuleType("numba_cpu_parallel")
+    module.__dict__.update(vars(numba_cpu))
+    for name, obj in vars(numba_cpu).items():
+        if isinstance(obj, CPUDispatcher) and obj.targetoptions.get("inline", "never") == "never":
+            options = {k: v for k, v in obj.targetoptions.items() if k not in ("cache", "nopython")}
+            module.__dict__[name] = numba.njit(parallel=True, **options)(obj.py_func)
+        elif isinstance(obj, FunctionType) and obj.__module__ == numba_cpu.__name__:
+            module.__dict__[name] = FunctionType(obj.__code__, module.__dict__, name, obj.__defaults__,
+                                                 obj.__closure__)
+    return module
 
 
-def one_blas_thread(matmul):
-    """``matmul`` running BLAS on one thread, giving the count back after each product (threadpoolctl)."""
-    from threadpoolctl import ThreadpoolController
-    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+class BlasAside(NumbaBackend):
+    """The Numba backend with BLAS held to one thread during its matrix products only (threadpoolctl),
+    so that BLAS's and Numba's pools never hold the cores at once."""
 
-    def aside(*args, **kwargs):
-        before = [lib.num_threads for lib in libs]
-        for lib in libs:
+    def __init__(self, kernels: ModuleType) -> None:
+        from threadpoolctl import ThreadpoolController
+        super().__init__(np.float32, seed=0, kernels=kernels)
+        self.blas = ThreadpoolController().select(user_api="blas").lib_controllers
+
+    def matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
+        before = [lib.num_threads for lib in self.blas]
+        for lib in self.blas:
             lib.set_num_threads(1)
         try:
-            return matmul(*args, **kwargs)
+            return super().matmul(a, b, out)
         finally:
-            for lib, count in zip(libs, before):
+            for lib, count in zip(self.blas, before):
                 lib.set_num_threads(count)
-    return aside
 
 
 def one(steps: int, rounds: int) -> dict:
     """This process's environment: images/s of every variant, round by round, and the layer used."""
     import numba
 
-    from backprop import get_backend
-
-    backend = get_backend("numba")
-    with tempfile.TemporaryDirectory() as folder:
-        serial, parallel, matmul = backend.k, parallel_kernels(Path(folder)), backend.matmul
-        variants = {"serial": (serial, matmul), "prange": (parallel, matmul)}
-        if importlib.util.find_spec("threadpoolctl") is not None:
-            variants["prange, BLAS 1 thread in matmul"] = (parallel, one_blas_thread(matmul))
-        rates = interleave(backend, variants, "simpleconvnet", steps, rounds)
+    parallel = parallel_kernels()
+    variants = {"serial": NumbaBackend(np.float32, seed=0), "prange": NumbaBackend(np.float32, seed=0, kernels=parallel)}
+    if importlib.util.find_spec("threadpoolctl") is not None:
+        variants["prange, BLAS 1 thread in matmul"] = BlasAside(parallel)
+    rates = interleave(variants, "simpleconvnet", steps, rounds)
     return {"rates": rates, "layer": numba.threading_layer()}
 
 

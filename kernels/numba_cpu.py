@@ -8,9 +8,11 @@ gathered from or added into stays in cache, and the innermost loop runs over a c
 which LLVM vectorizes.
 
 Measured on this project's 2-core machine (``bench/results/``), which shaped the code:
-- Serial loops. ``prange`` versions were no faster end to end (``bench/numba_threading.py``): waking
-  Numba's worker threads between kernels, while BLAS's threads own the cores, cost about what the
-  second core gained.
+- Serial loops. The loops over images and elements are written with ``prange``, which runs serially
+  since the kernels are compiled without ``parallel=True``: compiled in parallel (as
+  ``bench/numba_threading.py`` does, on these same functions) they were no faster end to end, since
+  waking Numba's worker threads between kernels, while BLAS's threads own the cores, cost about what
+  the second core gained.
 - Indices that may be negative as far as the compiler knows (``ox * stride + kx - pad``) go through
   :func:`_u` once they are known to be in bounds, or Numba's negative-index wraparound check stops
   vectorization (4-8x slower).
@@ -34,7 +36,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -72,7 +74,7 @@ def im2col(x, col, sh, sw, ph, pw):  # pragma: no cover - compiled
         for ky in range(kh):
             for kx in range(kw):
                 lo, hi = _valid_range(kx, sw, pw, w, ow)
-                for ni in range(n):
+                for ni in prange(n):
                     for oy in range(oh):
                         iy = oy * sh + ky - ph
                         if iy < 0 or iy >= h:
@@ -99,7 +101,7 @@ def col2im(col, img, sh, sw, ph, pw):  # pragma: no cover - compiled
         for ky in range(kh):
             for kx in range(kw):
                 lo, hi = _valid_range(kx, sw, pw, w, ow)
-                for ni in range(n):
+                for ni in prange(n):
                     for oy in range(oh):
                         iy = oy * sh + ky - ph
                         if 0 <= iy < h:
@@ -133,7 +135,7 @@ def maxpool2d_2x2(x, out, argmax):  # pragma: no cover - compiled
     redone by the exact slow path, so the hot loop has no NaN branch."""
     n, c = x.shape[:2]
     oh, ow = out.shape[2], out.shape[3]
-    for ni in range(n):
+    for ni in prange(n):
         for ci in range(c):
             odd = False
             for oy in range(oh):
@@ -170,7 +172,7 @@ def maxpool2d_backward_2x2(dout, argmax, relu_out, dx):  # pragma: no cover - co
     n, c, h, w = dx.shape
     oh, ow = dout.shape[2], dout.shape[3]
     one, zero = dx.dtype.type(1), dx.dtype.type(0)
-    for ni in range(n):
+    for ni in prange(n):
         for ci in range(c):
             for oy in range(oh):
                 grad = dout[ni, ci, oy]
@@ -196,7 +198,7 @@ def maxpool2d_backward_2x2(dout, argmax, relu_out, dx):  # pragma: no cover - co
 @_kernel()
 def add_bias(y, b):  # pragma: no cover - compiled
     n, c, p = y.shape
-    for ni in range(n):
+    for ni in prange(n):
         for ci in range(c):
             bias = b[ci]
             for i in range(p):
@@ -209,7 +211,7 @@ def bias_grad(dout, db):  # pragma: no cover - compiled
     n, c, p = dout.shape
     for ci in range(c):
         s = db.dtype.type(0)
-        for ni in range(n):
+        for ni in prange(n):
             for i in range(p):
                 s += dout[ni, ci, i]
         db[ci] = s
@@ -219,13 +221,13 @@ def bias_grad(dout, db):  # pragma: no cover - compiled
 
 @_kernel()
 def relu(x, y):  # pragma: no cover - compiled
-    for i in range(x.size):
+    for i in prange(x.size):
         y[i] = y.dtype.type(0) if x[i] <= 0 else x[i]  # NaN passes through, as in the reference
 
 
 @_kernel()
 def relu_backward(dout, y, dx):  # pragma: no cover - compiled
-    for i in range(dout.size):
+    for i in prange(dout.size):
         dx[i] = dout[i] * (dx.dtype.type(1) if y[i] > 0 else dx.dtype.type(0))  # NaN * 0 stays NaN
 
 
@@ -236,7 +238,7 @@ def sigmoid(x, y):
 
 @_kernel()
 def _sigmoid(x, y):  # pragma: no cover - compiled
-    for i in range(x.size):
+    for i in prange(x.size):
         e = math.exp(-abs(x[i]))
         y[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e)
 
@@ -267,7 +269,7 @@ def _exp_nonpositive_f32(x):
 @_kernel()
 def _sigmoid_float32(x, y):  # pragma: no cover - compiled
     """float32 sigmoid through :func:`_exp_nonpositive_f32`; exp is only taken of -|x|."""
-    for i in range(x.size):
+    for i in prange(x.size):
         v = x[i]
         e = _exp_nonpositive_f32(-abs(v))
         s = np.float32(1) / (np.float32(1) + e)
@@ -276,13 +278,13 @@ def _sigmoid_float32(x, y):  # pragma: no cover - compiled
 
 @_kernel()
 def sigmoid_backward(dout, y, dx):  # pragma: no cover - compiled
-    for i in range(dout.size):
+    for i in prange(dout.size):
         dx[i] = dout[i] * y[i] * (dx.dtype.type(1) - y[i])
 
 
 @_kernel()
 def tanh_backward(dout, y, dx):  # pragma: no cover - compiled
-    for i in range(dout.size):
+    for i in prange(dout.size):
         dx[i] = dout[i] * (dx.dtype.type(1) - y[i] * y[i])
 
 
@@ -342,7 +344,7 @@ def softmax_cross_entropy_probs(logits, target, grad):  # pragma: no cover - com
 
 @_kernel()
 def sgd_update(p, g, lr):  # pragma: no cover - compiled
-    for i in range(p.size):
+    for i in prange(p.size):
         p[i] -= lr * g[i]
 
 
@@ -356,21 +358,21 @@ def _flush_subnormal(x, tiny):
 
 @_kernel()
 def sgd_update_momentum(p, g, v, lr, momentum, nesterov, tiny):  # pragma: no cover - compiled
-    for i in range(p.size):
+    for i in prange(p.size):
         v[i] = _flush_subnormal(momentum * v[i] + g[i], tiny)
         p[i] -= lr * (g[i] + momentum * v[i]) if nesterov else lr * v[i]
 
 
 @_kernel()
 def adagrad_update(p, g, s, lr, eps):  # pragma: no cover - compiled
-    for i in range(p.size):
+    for i in prange(p.size):
         s[i] += g[i] * g[i]
         p[i] -= lr * g[i] / (np.sqrt(s[i]) + eps)
 
 
 @_kernel()
 def rmsprop_update(p, g, s, lr, rho, one_minus_rho, eps, tiny):  # pragma: no cover - compiled
-    for i in range(p.size):
+    for i in prange(p.size):
         s[i] = _flush_subnormal(rho * s[i] + one_minus_rho * g[i] * g[i], tiny)
         p[i] -= lr * g[i] / (np.sqrt(s[i]) + eps)
 
@@ -378,7 +380,7 @@ def rmsprop_update(p, g, s, lr, rho, one_minus_rho, eps, tiny):  # pragma: no co
 @_kernel()
 def adam_update(p, g, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_t, tiny):  # pragma: no cover
     """One Adam step with the bias corrections folded into ``lr_t`` and ``eps_t`` (reference.adam_scalars)."""
-    for i in range(p.size):
+    for i in prange(p.size):
         m[i] = _flush_subnormal(beta1 * m[i] + one_minus_beta1 * g[i], tiny)
         v[i] = _flush_subnormal(beta2 * v[i] + one_minus_beta2 * g[i] * g[i], tiny)
         p[i] -= m[i] / (np.sqrt(v[i]) + eps_t) * lr_t  # the reference's order of operations

@@ -64,7 +64,9 @@ def test_interleave_runs_each_variant_on_its_own_kernels():
         return numba_cpu.relu(*args)
     counting.relu = relu
     shared = get_backend("numba")
-    rates = ab_kernels.interleave({"shipped": numba_cpu, "counting": counting}, "mlp", steps=2, rounds=3)
+    from backprop.backends.numba_backend import NumbaBackend
+    variants = {"shipped": NumbaBackend(), "counting": NumbaBackend(kernels=counting)}
+    rates = ab_kernels.interleave(variants, "mlp", steps=2, rounds=3)
     assert shared.k is numba_cpu  # the shared backend is left alone
     assert [len(r) for r in rates.values()] == [3, 3] and all(v > 0 for r in rates.values() for v in r)
     # warm-up 5 steps + 3 rounds of 2, two ReLUs a step
@@ -79,3 +81,24 @@ def test_ab_e2e_against_head_reports_a_ratio():
     assert r.returncode == 0, r.stdout + r.stderr
     row = re.search(r"^\| mlp \| numpy \| [\d,]+ \| [\d,]+ \| ([\d.]+) \(", r.stdout, re.M)
     assert row and float(row.group(1)) > 0, r.stdout
+
+
+@pytest.mark.skipif(available_backends()["numba"] is not None, reason="needs the numba backend")
+def test_numba_threading_compiles_the_shipped_kernels_in_parallel_without_touching_them():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import numba_threading
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    import numpy as np
+
+    from backprop.kernels import numba_cpu
+    parallel = numba_threading.parallel_kernels()
+    assert parallel.relu is not numba_cpu.relu and parallel.relu.targetoptions["parallel"] is True
+    assert parallel.relu.py_func is numba_cpu.relu.py_func  # the same source, compiled again
+    assert "parallel" not in numba_cpu.relu.targetoptions
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    serial_out, parallel_out = np.empty_like(x), np.empty_like(x)
+    numba_cpu.relu(x, serial_out)
+    parallel.relu(x, parallel_out)
+    np.testing.assert_array_equal(serial_out, parallel_out)
