@@ -226,8 +226,12 @@ class Snapshot:
         self.saved: dict[str, Any] = {}
         self.steps = 0
 
+    def _model_arrays(self) -> dict[str, Any]:
+        return {**{f"param/{i}": p.data for i, p in enumerate(self.model.parameters())},
+                **{f"buffer/{k}": v for k, v in self.model.named_buffers().items()}}
+
     def _arrays(self) -> dict[str, Any]:
-        arrays = dict(self.model.state_arrays())  # type: ignore[attr-defined]
+        arrays = self._model_arrays()
         if self.optimizer is not None:
             arrays.update({f"optim/{i}/{k}": v for i, p in enumerate(self.optimizer.params)
                            for k, v in p.state.items()})
@@ -258,7 +262,7 @@ class Snapshot:
     def model_finite(self) -> bool:
         """Whether every weight and buffer is finite (one host read)."""
         xp = self.model.backend.xp
-        arrays = [a for a in self.model.state_arrays().values() if a.size]  # type: ignore[attr-defined]
+        arrays = [a for a in self._model_arrays().values() if a.size]
         return not arrays or bool(xp.stack([xp.isfinite(a).all() for a in arrays]).all())
 
 

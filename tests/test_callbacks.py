@@ -185,3 +185,10 @@ def test_evaluate_gives_a_confusion_matrix(backend, rng):
     np.add.at(expected, (y, pred), 1)
     np.testing.assert_array_equal(scores["confusion"], expected)
     assert scores["accuracy"] == pytest.approx(np.trace(expected) / 30)
+
+
+def test_fit_trains_a_single_layer_too(backend, rng):
+    layer = bp.Linear(3, 1, backend=backend)
+    history = bp.training.fit(layer, *_data(rng), loss=bp.MSE(), optimizer=bp.SGD(layer.parameters(), lr=0.05),
+                              epochs=30, batch_size=8, progress=False)
+    assert history["loss"][-1] < 0.01 < history["loss"][0]
