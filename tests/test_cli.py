@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backprop.backends import available_backends
 from backprop.checkpoint import load_arrays
 from backprop.cli import main
 from backprop.optim import Optimizer
@@ -66,9 +67,12 @@ def test_train_smoke(tmp_path, capsys):
     bp.zoo.simple_conv_net().load(run / "model.npz")  # the weights load into a fresh zoo model
 
 
-@pytest.mark.parametrize("model", ["simpleconvnet", "deepconvnet"])  # deepconvnet: Dropout's generator too
-def test_resume_equals_uninterrupted_training(tmp_path, model):
-    common = ["--model", model, "--seed", "3", *SMALL]
+@pytest.mark.parametrize("model, backend", [("simpleconvnet", "numpy"), ("deepconvnet", "numpy"),  # Dropout's
+                                            ("simpleconvnet", "numba")])                 # generator too
+def test_resume_equals_uninterrupted_training(tmp_path, model, backend):
+    if available_backends()[backend] is not None:
+        pytest.skip(f"backend {backend!r} unavailable: {available_backends()[backend]}")
+    common = ["--model", model, "--seed", "3", *SMALL, "--backend", backend]
     assert main(["train", "--epochs", "2", "--run-dir", "straight", *common]) == 0
     assert main(["train", "--epochs", "1", "--run-dir", "split", *common]) == 0
     assert main(["train", "--resume", "split", "--epochs", "2", "--no-progress"]) == 0
