@@ -71,33 +71,30 @@ class CallbackList(Callback):
                 raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
         self.callbacks = list(callbacks)
 
-    def on_train_begin(self, loop: Loop) -> None:
+    def _each(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
-            cb.on_train_begin(loop)
+            getattr(cb, hook)(*args)
+
+    def on_train_begin(self, loop: Loop) -> None:
+        self._each("on_train_begin", loop)
 
     def on_epoch_begin(self, loop: Loop) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_begin(loop)
+        self._each("on_epoch_begin", loop)
 
     def on_batch_begin(self, loop: Loop) -> None:
-        for cb in self.callbacks:
-            cb.on_batch_begin(loop)
+        self._each("on_batch_begin", loop)
 
     def on_batch_end(self, loop: Loop) -> None:
-        for cb in self.callbacks:
-            cb.on_batch_end(loop)
+        self._each("on_batch_end", loop)
 
     def on_report(self, loop: Loop, logs: Logs) -> None:
-        for cb in self.callbacks:
-            cb.on_report(loop, logs)
+        self._each("on_report", loop, logs)
 
     def on_epoch_end(self, loop: Loop, logs: Logs) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_end(loop, logs)
+        self._each("on_epoch_end", loop, logs)
 
     def on_train_end(self, loop: Loop) -> None:
-        for cb in self.callbacks:
-            cb.on_train_end(loop)
+        self._each("on_train_end", loop)
 
 
 class ProgressBar(Callback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 import subprocess
@@ -15,6 +16,15 @@ from backprop.backends import available_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "ab_kernels.py"
+
+
+def bench_script(name: str):
+    """bench/NAME.py imported as a module (the scripts import each other by name, from bench/)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
 
 
 def _git_head() -> bool:
@@ -47,11 +57,7 @@ def test_ab_kernels_names_a_revision_it_cannot_read():
 @pytest.mark.skipif(available_backends()["numba"] is not None, reason="needs the numba backend")
 def test_interleave_runs_each_variant_on_its_own_kernels():
     """Each side's blocks must call that side's kernels: count the calls of a wrapped copy of the module."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import ab_kernels
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    ab_kernels = bench_script("ab_kernels")
     from backprop import get_backend
     from backprop.kernels import numba_cpu
 
@@ -85,11 +91,7 @@ def test_ab_e2e_against_head_reports_a_ratio():
 
 @pytest.mark.skipif(available_backends()["numba"] is not None, reason="needs the numba backend")
 def test_numba_threading_compiles_the_shipped_kernels_in_parallel_without_touching_them():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import numba_threading
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    numba_threading = bench_script("numba_threading")
     import numpy as np
 
     from backprop.kernels import numba_cpu

@@ -50,6 +50,20 @@ def assert_same_state(a: Path, b: Path) -> None:
             == [{k: v for k, v in row.items() if k not in drop} for row in meta_b["history"]])
 
 
+def after_step(monkeypatch, n, action):
+    """Make the optimizer call ``action(optimizer)`` after its ``n``-th step; returns the real step."""
+    step, calls = Optimizer.step, [0]
+
+    def step_then_act(self):
+        step(self)
+        calls[0] += 1
+        if calls[0] == n:
+            action(self)
+
+    monkeypatch.setattr(Optimizer, "step", step_then_act)
+    return step
+
+
 def test_train_smoke(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
     out = capsys.readouterr().out
@@ -81,16 +95,7 @@ def test_resume_equals_uninterrupted_training(tmp_path, model, backend):
 
 def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(tmp_path, monkeypatch, capsys):
     assert main(["train", "--epochs", "2", "--run-dir", "straight", *SMALL]) == 0
-    step = Optimizer.step
-    calls = {"n": 0}
-
-    def step_then_ctrl_c(self):
-        step(self)
-        calls["n"] += 1
-        if calls["n"] == 8:  # epoch 2, batch 2 of 6
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(Optimizer, "step", step_then_ctrl_c)
+    step = after_step(monkeypatch, 8, lambda opt: signal.raise_signal(signal.SIGINT))  # epoch 2, batch 2 of 6
     assert main(["train", "--epochs", "2", "--run-dir", "cut", *SMALL]) == 130
     out = capsys.readouterr().out
     assert "stopped in epoch 2 after batch 2/6" in out and "--resume cut" in out
@@ -305,16 +310,9 @@ def test_console_entry_points_without_a_gpu(tmp_path):
 def test_divergence_never_overwrites_a_good_checkpoint(tmp_path, monkeypatch, capsys):
     """The weights turn NaN in epoch 2: the run stops with one line, and checkpoint.npz and model.npz
     still hold epoch 1, from which the run resumes."""
-    step = Optimizer.step
-    calls = {"n": 0}
-
-    def step_then_poison(self):
-        step(self)
-        calls["n"] += 1
-        if calls["n"] == 8:  # epoch 2, batch 2 of 6
-            self.params[0].data[...] = np.nan
-
-    monkeypatch.setattr(Optimizer, "step", step_then_poison)
+    def poison(opt):
+        opt.params[0].data[...] = np.nan
+    step = after_step(monkeypatch, 8, poison)  # epoch 2, batch 2 of 6
     assert main(["train", "--epochs", "3", "--run-dir", "run", *SMALL]) == 1
     err = capsys.readouterr().err
     assert "became nan at or before epoch 2" in err and "checkpoint.npz still holds epoch 1" in err, err
