@@ -59,7 +59,8 @@ class Callback:
         """After an epoch and its validation: ``logs`` is the epoch's record (as in the history)."""
 
     def on_train_end(self, loop: Loop) -> None:
-        """When training ends: finished, stopped by a callback, or stopped mid-epoch."""
+        """When training ends: finished, stopped (by a callback, mid-epoch too), or failed, with
+        ``loop.error`` holding the exception (close files, restore handlers)."""
 
 
 class CallbackList(Callback):
@@ -234,5 +235,5 @@ class EarlyStopping(Callback):
                 loop.stop_training = True
 
     def on_train_end(self, loop: Loop) -> None:
-        if self.snapshot is not None and self.best_epoch and self.best_epoch != loop.epoch:
+        if loop.error is None and self.snapshot is not None and self.best_epoch and self.best_epoch != loop.epoch:
             self.snapshot.restore()

@@ -35,8 +35,9 @@ class Loss(Module):
         return self.forward(pred, target)
 
     def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
-        """Refuse a target whose shape or dtype does not fit a prediction of ``pred_shape`` (metadata
-        only: no value is read)."""
+        """Refuse a target whose shape or dtype does not fit a prediction of ``pred_shape``. It runs on
+        every batch, so it must read no value (that would wait for a GPU): checks of the values
+        belong in :meth:`check_target_values`, which ``fit`` runs once per dataset."""
         if tuple(target.shape) != tuple(pred_shape):
             raise ValueError(f"{type(self).__name__}: target shape {tuple(target.shape)} does not match "
                              f"prediction shape {tuple(pred_shape)}")

@@ -17,7 +17,7 @@ import numbers
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -259,10 +259,10 @@ class Snapshot:
         if self.optimizer is not None:
             self.optimizer.steps = self.steps
 
-    def model_finite(self) -> bool:
-        """Whether every weight and buffer is finite (one host read)."""
+    def finite(self) -> bool:
+        """Whether every weight, buffer and optimizer state array is finite now (one host read)."""
         xp = self.model.backend.xp
-        arrays = [a for a in self._model_arrays().values() if a.size]
+        arrays = [a for a in self._arrays().values() if a.size]
         return not arrays or bool(xp.stack([xp.isfinite(a).all() for a in arrays]).all())
 
 
@@ -297,6 +297,7 @@ class Loop:
     epochs: int
     state: TrainingState
     stop_training: bool = False
+    error: BaseException | None = None  # what ended training, for on_train_end; None when it finished
 
     @property
     def epoch(self) -> int:
@@ -332,8 +333,9 @@ def fit(model: Layer, x: Any, y: Any = None, *, loss: Loss, optimizer: Optimizer
     "images_per_s" and "eval_seconds" in each epoch's record).
 
     Values are read from the device only at reporting points (every ``report_interval`` seconds,
-    default :data:`REPORT_INTERVAL`, and at each epoch's end); a NaN or Inf loss or weight found there raises :class:`TrainingDivergedError`
-    after putting back the weights, buffers and optimizer state of the last good reporting point.
+    default :data:`REPORT_INTERVAL`, and at each epoch's end); a NaN or Inf loss, weight or optimizer
+    state found there raises :class:`TrainingDivergedError` after putting back the weights, buffers,
+    optimizer state and ``state`` of the last good reporting point.
     """
     backend = model.backend
     if not isinstance(epochs, numbers.Integral) or isinstance(epochs, bool) or epochs < 1:
@@ -346,6 +348,9 @@ def fit(model: Layer, x: Any, y: Any = None, *, loss: Loss, optimizer: Optimizer
     if seed is None and shuffle and not isinstance(x, DataLoader):  # the order follows manual_seed, as in PyTorch
         seed = backend.draw_seed()
     loader = as_loader(model, x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, resident=resident)
+    if len(loader) == 0:
+        raise ValueError(f"training data: {len(loader.x)} samples in batches of {loader.batch_size} with drop_last "
+                         "give no batch")
     _check_dataset(model, loss, loader, "training data")
     val_loader = None
     if validation_data is not None:
@@ -357,13 +362,17 @@ def fit(model: Layer, x: Any, y: Any = None, *, loss: Loss, optimizer: Optimizer
     hooks = CallbackList([*callbacks, *((ProgressBar(), EpochLine()) if progress else ())])
     runner = _Runner(loop, hooks, val_loader, scheduler, metrics, report_interval)
     with _mode(model, True), targets_checked(loss):
-        if not runner.snapshot.model_finite():
-            raise ValueError("the model's weights or buffers hold NaN or Inf before training")
-        runner.snapshot.take()
-        hooks.on_train_begin(loop)
+        if not runner.snapshot.finite():
+            raise ValueError("the model's weights or buffers, or its optimizer's state, hold NaN or Inf before "
+                             "training")
+        runner.mark_good("the start of training")
         try:
+            hooks.on_train_begin(loop)
             while loop.state.epoch < loop.epochs and not loop.stop_training:
                 runner.epoch()
+        except BaseException as exc:
+            loop.error = exc
+            raise
         finally:
             hooks.on_train_end(loop)
     keys = ["loss", *metrics, *(f"val_{k}" for k in ("loss", *metrics) if val_loader is not None)]
@@ -378,7 +387,17 @@ class _Runner:
         self.loop, self.hooks, self.val_loader, self.scheduler = loop, hooks, val_loader, scheduler
         self.metrics, self.report_interval = tuple(metrics), report_interval
         self.snapshot = Snapshot(loop.model, loop.optimizer)
-        self.good = "the start of training"  # where the snapshot was taken
+        self.good = ""  # where the snapshot was taken
+        self.good_state = loop.state
+
+    def mark_good(self, where: str) -> None:
+        """The model, optimizer and loop position now are known to be good: keep copies."""
+        self.snapshot.take()
+        self.good = where
+        self.keep_state()
+
+    def keep_state(self) -> None:
+        self.good_state = replace(self.loop.state, history=list(self.loop.state.history))
 
     def epoch(self) -> None:
         loop, st, backend = self.loop, self.loop.state, self.loop.model.backend
@@ -413,14 +432,16 @@ class _Runner:
             t = time.perf_counter()
             scores = _evaluate(loop.model, self.val_loader, loop.loss, self.metrics)
             if not math.isfinite(scores["loss"]):
-                self.diverged(f"the validation loss became {scores['loss']} after epoch {st.epoch + 1}, with a "
-                              "finite training loss", "check the validation data's scale, or lower the learning rate")
+                self.diverged(f"the validation loss became {scores['loss']} after epoch {st.epoch + 1}, whose "
+                              "training loss, weights and optimizer state are finite and are kept",
+                              "check the validation data's scale, or lower the learning rate")
             logs.update({f"val_{k}": v for k, v in scores.items()})
             logs["eval_seconds"] = round(time.perf_counter() - t, 3)
         logs.update(lr=loop.optimizer.lr, seconds=round(seconds, 3), images_per_s=round(st.seen / seconds, 1))
         st.history.append({"epoch": st.epoch + 1, **logs})
         st.epoch, st.batch, st.loss_sum, st.correct, st.seen, st.seconds, st.order = st.epoch + 1, 0, 0.0, 0, 0, 0.0, None
         self.good = f"the end of epoch {st.epoch}"
+        self.keep_state()
         if self.scheduler is not None:
             self.scheduler.step()
         self.hooks.on_epoch_end(loop, logs)
@@ -428,24 +449,28 @@ class _Runner:
     def report(self, sums: RunningSums) -> None:
         """A reporting point: read the sums, check loss and weights, take a snapshot, tell the callbacks."""
         loop, st = self.loop, self.loop.state
-        st.loss_sum, st.correct = sums.read()
+        loss_sum, correct = sums.read()
         where = f"epoch {st.epoch + 1}, batch {st.batch}"
-        if not math.isfinite(st.loss_sum):
-            self.diverged(f"the training loss became {st.loss_sum / max(1, st.seen)} at or before {where}")
-        if not self.snapshot.model_finite():
-            self.diverged(f"the weights became NaN or Inf at or before {where}")
-        self.snapshot.take()
-        self.good = where
+        if not math.isfinite(loss_sum):
+            self.diverged(f"the training loss became {loss_sum / max(1, st.seen)} at or before {where}")
+        if not self.snapshot.finite():
+            self.diverged(f"the weights or the optimizer's state became NaN or Inf at or before {where}")
+        st.loss_sum, st.correct = loss_sum, correct
+        self.mark_good(where)
         logs = {"loss": st.loss_sum / max(1, st.seen)}
         if "accuracy" in self.metrics:
             logs["accuracy"] = st.correct / max(1, st.seen * sums.per_sample)
         self.hooks.on_report(loop, logs)
 
     def diverged(self, what: str, advice: str = "lower the learning rate or clip gradients (clip_norm=...)") -> None:
+        """Put back the last good model, optimizer state and loop position (``fit(..., state=...)`` can go on
+        from there), and raise."""
         self.snapshot.restore()
-        raise TrainingDivergedError(f"{what}: training stopped, and the weights, statistics and optimizer state "
-                                    f"of {self.good} (the last point where they were checked and finite) were "
-                                    f"restored; {advice}")
+        for f in fields(TrainingState):
+            setattr(self.loop.state, f.name, getattr(self.good_state, f.name))
+        raise TrainingDivergedError(f"{what}: training stopped, and the model holds the weights, statistics and "
+                                    f"optimizer state of {self.good}, the last point where they were checked and "
+                                    f"finite; {advice}")
 
 
 # -- evaluation and prediction ------------------------------------------------------------------------
@@ -454,27 +479,33 @@ def _evaluate(model: Layer, loader: DataLoader, loss: Loss | None, metrics: Sequ
     """Scores over checked data, with one host read at the end."""
     backend = model.backend
     sums = RunningSums(backend, accuracy="accuracy" in metrics, threshold=_threshold(loss))
-    matrix = None
+    matrix, seen = None, 0
     guard = targets_checked(loss) if loss is not None else _nothing()
     with _mode(model, False), guard:
         for xb, yb in loader.batches():
             out = model.forward(xb)
             sums.add(None if loss is None else loss.forward(out, yb), out, yb)
+            seen += len(xb)
             if confusion:
-                if out.ndim != 2 or out.shape[1] < 2:
-                    raise ValueError(f"a confusion matrix needs class outputs (N, K>1), got {tuple(out.shape)}")
-                k = out.shape[1]
-                labels = yb if yb.ndim == 1 else yb.argmax(axis=1)
-                counts = backend.xp.bincount(labels * k + out.argmax(axis=1), minlength=k * k)
+                counts = _confusion(backend, out, yb)
                 matrix = counts if matrix is None else matrix + counts
     loss_sum, correct = sums.read()
-    scores: dict[str, Any] = {"loss": loss_sum / len(loader.x)} if loss is not None else {}
+    scores: dict[str, Any] = {"loss": loss_sum / seen} if loss is not None else {}
     if "accuracy" in metrics:
-        scores["accuracy"] = correct / (len(loader.x) * sums.per_sample)
+        scores["accuracy"] = correct / (seen * sums.per_sample)
     if matrix is not None:
-        k = int(math.isqrt(matrix.size))
-        scores["confusion"] = backend.to_numpy(matrix).reshape(k, k)
+        scores["confusion"] = backend.to_numpy(matrix)
     return scores
+
+
+def _confusion(backend: Any, out: Any, target: Any) -> Any:
+    """The batch's (K, K) counts of true class (rows) against predicted class, as the product of the
+    labels' one-hot rows (transposed) with the predictions' (no scatter, no read of the labels)."""
+    if out.ndim != 2 or out.shape[1] < 2:
+        raise ValueError(f"a confusion matrix needs class outputs (N, K>1), got {tuple(out.shape)}")
+    eye = backend.xp.eye(out.shape[1], dtype=np.float64)
+    labels = target if target.ndim == 1 else target.argmax(axis=1)
+    return (eye[labels].T @ eye[out.argmax(axis=1)]).astype(np.int64)
 
 
 @contextmanager

@@ -198,7 +198,7 @@ def test_divergence_in_the_last_update_or_the_validation_loss_is_caught_too(back
     x, y = regression_data(rng, 8)
     model = bp.Sequential(bp.Linear(3, 1, backend=backend))
     before = weights(model)
-    with pytest.raises(bp.TrainingDivergedError, match="weights became NaN or Inf at or before epoch 1, batch 1"):
+    with pytest.raises(bp.TrainingDivergedError, match="weights or the optimizer's state became NaN or Inf at or before epoch 1, batch 1"):
         model.fit(x, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=1e38), epochs=1, progress=False)
     for k, v in weights(model).items():  # the weights before that update, which gave a finite loss
         np.testing.assert_array_equal(v, before[k])
