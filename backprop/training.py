@@ -328,8 +328,9 @@ def fit(model: Layer, x: Any, y: Any = None, *, loss: Loss, optimizer: Optimizer
     "images_per_s" and "eval_seconds" in each epoch's record).
 
     Values are read from the device only at reporting points (every ``report_interval`` seconds,
-    default :data:`REPORT_INTERVAL`, and at each epoch's end); a NaN or Inf loss or weight found there raises :class:`TrainingDivergedError`
-    after putting back the weights, buffers and optimizer state of the last good reporting point.
+    default :data:`REPORT_INTERVAL`, and at each epoch's end); a NaN or Inf loss or weight found there raises
+    :class:`TrainingDivergedError` after putting back the weights, buffers and optimizer state of the last good
+    reporting point.
     """
     backend = model.backend
     if not isinstance(epochs, numbers.Integral) or isinstance(epochs, bool) or epochs < 1:
@@ -415,7 +416,8 @@ class _Runner:
             logs["eval_seconds"] = round(time.perf_counter() - t, 3)
         logs.update(lr=loop.optimizer.lr, seconds=round(seconds, 3), images_per_s=round(st.seen / seconds, 1))
         st.history.append({"epoch": st.epoch + 1, **logs})
-        st.epoch, st.batch, st.loss_sum, st.correct, st.seen, st.seconds, st.order = st.epoch + 1, 0, 0.0, 0, 0, 0.0, None
+        st.epoch, st.batch, st.loss_sum, st.correct, st.seen = st.epoch + 1, 0, 0.0, 0, 0
+        st.seconds, st.order = 0.0, None
         self.good = f"the end of epoch {st.epoch}"
         if self.scheduler is not None:
             self.scheduler.step()

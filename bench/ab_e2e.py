@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | backend | tree images/s | base images/s | tree / base per round: median (range) |")
     print("|---|---|---:|---:|---:|")
     for (backend, model), got in rates.items():
-        ratios = [t / b for t, b in zip(got["tree"], got["base"])]
+        ratios = [t / b for t, b in zip(got["tree"], got["base"], strict=True)]
         print(f"| {model} | {backend} | {statistics.median(got['tree']):,.0f} | {statistics.median(got['base']):,.0f} "
               f"| {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |")
     return 0

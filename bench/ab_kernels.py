@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = {"working tree": importlib.import_module("backprop.kernels.numba_cpu"),
                     args.base: load_module(source, Path(folder), "numba_cpu_base")}
         rates = interleave(variants, args.model, args.steps, args.rounds)
-    ratios = [w / b for w, b in zip(rates["working tree"], rates[args.base])]
+    ratios = [w / b for w, b in zip(rates["working tree"], rates[args.base], strict=True)]
     print(f"{args.model}, numba, batch 100, float32, Adam; {args.rounds} rounds of {args.steps} steps a side\n")
     print("| kernels | median images/s |\n|---|---:|")
     for side, got in rates.items():

@@ -68,7 +68,7 @@ def one_blas_thread(matmul):
         try:
             return matmul(*args, **kwargs)
         finally:
-            for lib, count in zip(libs, before):
+            for lib, count in zip(libs, before, strict=True):
                 lib.set_num_threads(count)
     return aside
 
@@ -114,7 +114,7 @@ def main() -> int:
         result = json.loads(r.stdout.splitlines()[-1])
         serial = result["rates"]["serial"]
         for variant, got in result["rates"].items():
-            ratios = [a / b for a, b in zip(got, serial)]
+            ratios = [a / b for a, b in zip(got, serial, strict=True)]
             print(f"| {name} | {result['layer']} | {variant} | {statistics.median(got):,.0f} | "
                   f"{ratio_summary(ratios)} |")
     return 0

@@ -37,7 +37,7 @@ class Layer(Module):
         """Refuse an input of another backend, dtype or shape; ``None`` in ``expected`` matches any size."""
         params = self.parameters()
         self.backend.check_array(x, f"{type(self).__name__} input", params[0].dtype if params else None)
-        if x.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, x.shape)):
+        if x.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, x.shape, strict=True)):
             shape = "(" + ", ".join("N" if i == 0 and e is None else "*" if e is None else str(e)
                                     for i, e in enumerate(expected)) + ")"
             raise ValueError(f"{type(self).__name__} expected input of shape {shape}, "

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from backprop.backends import Backend
-from backprop.init import InitSpec, init_std, normal_weights
 from backprop.checks import check_positive_int
+from backprop.init import InitSpec, init_std, normal_weights
 from backprop.layers.base import Layer
 from backprop.parameter import Parameter
 

@@ -65,7 +65,6 @@ class _BatchNorm(Layer):
         dxhat = dout * self._shaped(self.gamma.data)
         if not self.training:
             return dxhat * self.inv_std
-        count = dout.size // self.num_features
         mean_dxhat = dxhat.mean(axis=self.axes, keepdims=True)
         mean_dxhat_xhat = (dxhat * self.xhat).mean(axis=self.axes, keepdims=True)
         return (dxhat - mean_dxhat - self.xhat * mean_dxhat_xhat) * self.inv_std
