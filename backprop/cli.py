@@ -280,7 +280,9 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                            "NUMBA_NUM_THREADS") if v in os.environ))
     if importlib.util.find_spec("numba") is not None:
         import numba
-        print(f"numba: pool of {numba.config.NUMBA_NUM_THREADS} threads (NUMBA_NUM_THREADS); the numba backend's "
+        # numba.config sets its options from the environment at run time; its stubs do not list them
+        pool = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined, unused-ignore]
+        print(f"numba: pool of {pool} threads (NUMBA_NUM_THREADS); the numba backend's "
               "kernels are serial and leave the cores to BLAS")
     return 0
 

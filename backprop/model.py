@@ -24,7 +24,7 @@ CHECKPOINT_FORMAT = "backprop.weights/1"
 
 def _flat(layers: list[Layer]) -> list[Layer]:
     """``layers`` with those of nested Sequentials in their place."""
-    return [m for layer in layers for m in layer.modules() if not isinstance(m, Sequential)]
+    return [m for layer in layers for m in layer.modules() if isinstance(m, Layer) and not isinstance(m, Sequential)]
 
 
 def _next_nonlinearity(following: list[Layer]) -> str | None:

@@ -38,6 +38,7 @@ def run(epochs: int = 400, lr: float = 0.6, seed: int = DEFAULT_SEED, softmax: b
     are right (outputs: P(class 1) per input, from the sigmoid or from the softmax)."""
     bp.manual_seed(seed)
     model = build(softmax)
+    loss: bp.Loss
     if softmax:
         loss, y = bp.SoftmaxCrossEntropy(), LABELS
     else:
