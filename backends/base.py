@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from backprop.kernels import reference as ref
+from backprop.kernels.arrays import Array
 
 Pair = tuple[int, int]
 DTypeLike = Any
@@ -22,7 +23,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 class ConvCache(NamedTuple):
     """What ``conv2d_forward`` keeps for ``conv2d_backward``: the patch matrix and the input's geometry."""
 
-    col: Any  # im2col(x): (N*OH*OW, C*KH*KW)
+    col: Array  # im2col(x): (N*OH*OW, C*KH*KW)
     x_shape: tuple[int, ...]
     stride: Pair
     pad: Pair
@@ -67,11 +68,11 @@ class Backend:
         return f"<{type(self).__name__} {self.name!r} {self.dtype.name}>"
 
     # -- arrays ---------------------------------------------------------------------------------
-    def is_array(self, a: Any) -> bool:
+    def is_array(self, a: Array) -> bool:
         """True when ``a`` is an array that lives on this backend's device."""
         return isinstance(a, self.xp.ndarray)
 
-    def asarray(self, a: Any, dtype: DTypeLike | None = None) -> Any:
+    def asarray(self, a: Array, dtype: DTypeLike | None = None) -> Array:
         """Put ``a`` on this backend. Floating data get ``dtype`` (default: the backend's dtype)."""
         if hasattr(a, "__cuda_array_interface__") and self.xp is np:
             a = a.get()  # a CuPy array coming back to the host
@@ -80,11 +81,11 @@ class Backend:
             dtype = self.dtype if kind == "f" else None
         return self.xp.asarray(a, dtype=dtype)
 
-    def to_numpy(self, a: Any) -> np.ndarray:
+    def to_numpy(self, a: Array) -> np.ndarray:
         """A host NumPy copy (or view, on the CPU) of a backend array."""
         return np.asarray(a)
 
-    def check_array(self, a: Any, what: str, dtype: DTypeLike | None = None) -> None:
+    def check_array(self, a: Array, what: str, dtype: DTypeLike | None = None) -> None:
         """Refuse an array of another backend, or of another dtype than ``dtype``, naming the fix."""
         if not self.is_array(a):
             kind = f"{type(a).__module__.split('.')[0]}.{type(a).__name__}"
@@ -96,10 +97,10 @@ class Backend:
             raise TypeError(f"{what} has dtype {a.dtype}, but the parameters are {np.dtype(dtype)}: cast "
                             f"it with x.astype({np.dtype(dtype).name!r}){convert}")
 
-    def zeros(self, shape: Any, dtype: DTypeLike | None = None) -> Any:
+    def zeros(self, shape: Any, dtype: DTypeLike | None = None) -> Array:
         return self.xp.zeros(shape, dtype=self.dtype if dtype is None else dtype)
 
-    def empty(self, shape: Any, dtype: DTypeLike | None = None) -> Any:
+    def empty(self, shape: Any, dtype: DTypeLike | None = None) -> Array:
         return self.xp.empty(shape, dtype=self.dtype if dtype is None else dtype)
 
     def synchronize(self) -> None:
@@ -121,24 +122,24 @@ class Backend:
         draw = getattr(self.rng, "integers", None) or self.rng.randint
         return int(draw(0, 2**31))
 
-    def standard_normal(self, shape: Any, dtype: DTypeLike | None = None) -> Any:
+    def standard_normal(self, shape: Any, dtype: DTypeLike | None = None) -> Array:
         return self.rng.standard_normal(shape, dtype=self.dtype if dtype is None else dtype)
 
-    def uniform(self, shape: Any, dtype: DTypeLike | None = None) -> Any:
+    def uniform(self, shape: Any, dtype: DTypeLike | None = None) -> Array:
         """Uniform samples in [0, 1)."""
         return self.rng.random(shape, dtype=self.dtype if dtype is None else dtype)
 
     # -- kernels: matrix products and convolution lowering --------------------------------------
-    def matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
+    def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         return self.xp.matmul(a, b, out=out)
 
-    def im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
+    def im2col(self, x: Array, kernel: Pair, stride: Pair, pad: Pair) -> Array:
         return ref.im2col(self.xp, x, kernel, stride, pad)
 
-    def col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
+    def col2im(self, col: Array, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Array:
         return ref.col2im(self.xp, col, x_shape, kernel, stride, pad)
 
-    def conv2d_forward(self, x: Any, W: Any, b: Any, stride: Pair, pad: Pair) -> tuple[Any, ConvCache]:
+    def conv2d_forward(self, x: Array, W: Array, b: Array, stride: Pair, pad: Pair) -> tuple[Array, ConvCache]:
         """Convolution of NCHW ``x`` with ``W`` (O, C, KH, KW) plus ``b`` (O,): im2col, one matrix
         product with W as an (O, C*KH*KW) matrix, and the bias. Returns the output and the cache
         ``conv2d_backward`` takes."""
@@ -159,8 +160,8 @@ class Backend:
             self.add_bias(out, b)
         return out.reshape(n, o, oh, ow), ConvCache(col, tuple(x.shape), stride, pad)
 
-    def conv2d_backward(self, dout: Any, cache: ConvCache, W: Any, dW: Any, db: Any,
-                        need_dx: bool = True) -> Any | None:
+    def conv2d_backward(self, dout: Array, cache: ConvCache, W: Array, dW: Array, db: Array,
+                        need_dx: bool = True) -> Array | None:
         """Write the gradients of ``W`` and ``b`` into ``dW`` and ``db`` (in place) and return the input's
         gradient, or None with ``need_dx=False`` (a first layer's, which nobody uses: a GEMM and a
         col2im saved)."""
@@ -186,14 +187,14 @@ class Backend:
             dcol = dcol.reshape(wt.shape[0], -1)
         return self.col2im(dcol.T, cache.x_shape, W.shape[2:], cache.stride, cache.pad)
 
-    def maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
+    def maxpool2d(self, x: Array, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Array, Array]:
         return ref.maxpool2d(self.xp, x, kernel, stride, pad)
 
-    def maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
-                           stride: Pair, pad: Pair) -> Any:
+    def maxpool2d_backward(self, dout: Array, argmax: Array, x_shape: tuple[int, ...], kernel: Pair,
+                           stride: Pair, pad: Pair) -> Array:
         return ref.maxpool2d_backward(self.xp, dout, argmax, x_shape, kernel, stride, pad)
 
-    def maxpool2d_relu(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
+    def maxpool2d_relu(self, x: Array, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Array, Array]:
         """Max-pooling of ReLU(x), computed as ReLU of the pooled maxima.
 
         Max commutes with ReLU (both are monotone), so the values are the same, and ReLU runs on a
@@ -204,8 +205,8 @@ class Backend:
         y, argmax = self.maxpool2d(x, kernel, stride, pad)
         return self.relu(y), argmax
 
-    def maxpool2d_relu_backward(self, dout: Any, y: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
-                                stride: Pair, pad: Pair) -> Any:
+    def maxpool2d_relu_backward(self, dout: Array, y: Array, argmax: Array, x_shape: tuple[int, ...], kernel: Pair,
+                                stride: Pair, pad: Pair) -> Array:
         """The gradient through a ReLU and the max-pooling that follows it, in one step.
 
         ``y`` is the pooling's output. Only each window's winner gets a gradient, and the ReLU output
@@ -218,53 +219,53 @@ class Backend:
         return self.maxpool2d_backward(dout * (y > 0), argmax, x_shape, kernel, stride, pad)
 
     # -- kernels: bias over the channel axis (axis 1) --------------------------------------------
-    def add_bias(self, y: Any, b: Any) -> None:
+    def add_bias(self, y: Array, b: Array) -> None:
         """In place: y[:, c] += b[c]."""
         ref.add_bias(self.xp, y, b)
 
-    def bias_grad(self, dout: Any, out: Any) -> None:
+    def bias_grad(self, dout: Array, out: Array) -> None:
         """out[c] = dout[:, c].sum(), written into ``out``."""
         ref.bias_grad(self.xp, dout, out)
 
     # -- kernels: activations ---------------------------------------------------------------------
-    def relu(self, x: Any) -> Any:
+    def relu(self, x: Array) -> Array:
         return ref.relu(self.xp, x)
 
-    def relu_backward(self, dout: Any, y: Any) -> Any:
+    def relu_backward(self, dout: Array, y: Array) -> Array:
         return ref.relu_backward(self.xp, dout, y)
 
-    def sigmoid(self, x: Any) -> Any:
+    def sigmoid(self, x: Array) -> Array:
         return ref.sigmoid(self.xp, x)
 
-    def sigmoid_backward(self, dout: Any, y: Any) -> Any:
+    def sigmoid_backward(self, dout: Array, y: Array) -> Array:
         return ref.sigmoid_backward(self.xp, dout, y)
 
-    def tanh(self, x: Any) -> Any:
+    def tanh(self, x: Array) -> Array:
         return ref.tanh(self.xp, x)
 
-    def tanh_backward(self, dout: Any, y: Any) -> Any:
+    def tanh_backward(self, dout: Array, y: Array) -> Array:
         return ref.tanh_backward(self.xp, dout, y)
 
-    def softmax(self, x: Any) -> Any:
+    def softmax(self, x: Array) -> Array:
         return ref.softmax(self.xp, x)
 
-    def softmax_backward(self, dout: Any, y: Any) -> Any:
+    def softmax_backward(self, dout: Array, y: Array) -> Array:
         return ref.softmax_backward(self.xp, dout, y)
 
-    def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
+    def softmax_cross_entropy(self, logits: Array, target: Array) -> tuple[Array, Array]:
         return ref.softmax_cross_entropy(self.xp, logits, target)
 
     # -- kernels: optimizer updates (in place) ----------------------------------------------------
-    def sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
+    def sgd_update(self, p: Array, g: Array, velocity: Array | None, lr: float, momentum: float,
                    nesterov: bool) -> None:
         ref.sgd_update(self.xp, p, g, velocity, lr, momentum, nesterov)
 
-    def adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
+    def adagrad_update(self, p: Array, g: Array, sum_sq: Array, lr: float, eps: float) -> None:
         ref.adagrad_update(self.xp, p, g, sum_sq, lr, eps)
 
-    def rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
+    def rmsprop_update(self, p: Array, g: Array, mean_sq: Array, lr: float, rho: float, eps: float) -> None:
         ref.rmsprop_update(self.xp, p, g, mean_sq, lr, rho, eps)
 
-    def adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
+    def adam_update(self, p: Array, g: Array, m: Array, v: Array, lr: float, beta1: float, beta2: float,
                     eps: float, step: int) -> None:
         ref.adam_update(self.xp, p, g, m, v, lr, beta1, beta2, eps, step)

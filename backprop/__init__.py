@@ -4,6 +4,10 @@ Layers, losses and optimizers are written once against a :class:`~backprop.backe
 NumPy backend is the reference, others (CuPy for CUDA GPUs, Numba) run the same models faster.
 """
 
+from backprop import (
+    callbacks,  # fit's callbacks: bp.callbacks.EarlyStopping(...), ...
+    zoo,  # the model zoo: bp.zoo.simple_conv_net(), ...
+)
 from backprop.backends import (
     Backend,
     BackendUnavailableError,
@@ -36,8 +40,6 @@ from backprop.optim import SGD, AdaGrad, Adam, AdamW, Momentum, Optimizer, RMSPr
 from backprop.parameter import Parameter
 from backprop.schedules import CosineAnnealingLR, ExponentialLR, LRScheduler, StepLR
 from backprop.training import TrainingDivergedError, train_step
-from backprop import callbacks  # fit's callbacks: bp.callbacks.EarlyStopping(...), ...
-from backprop import zoo  # the model zoo: bp.zoo.simple_conv_net(), ...
 
 __version__ = "0.1.0"
 

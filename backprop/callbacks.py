@@ -4,8 +4,8 @@
 Ctrl-C handling and early stopping plug into it here, in the style of Keras callbacks and Chainer's
 trainer extensions. Subclass :class:`Callback` and pass instances to ``fit(..., callbacks=[...])``.
 
-``on_batch_begin`` and ``on_batch_end`` run around every step and must not read device values (``float(x)``, ``to_numpy``):
-on a GPU each read waits for the device. Values are handed out at reporting points instead:
+``on_batch_begin`` and ``on_batch_end`` run around every step and must not read device values (``float(x)``,
+``to_numpy``): on a GPU each read waits for the device. Values are handed out at reporting points instead:
 ``on_report`` (a few times a second at most) and ``on_epoch_end``.
 """
 

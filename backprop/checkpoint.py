@@ -30,7 +30,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write`` on a temporary file in the target's folder, then rename it to ``path``."""
     path = Path(path)
     if not path.parent.is_dir():
@@ -51,7 +51,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
     """Write host arrays and a JSON-able ``meta`` dict to ``path`` as an uncompressed .npz."""
-    payload = {META_KEY: np.array(json.dumps(meta)), **arrays}
+    # dict[str, Any]: NumPy's stubs take **payload as possibly filling savez's bool allow_pickle
+    payload: dict[str, Any] = {META_KEY: np.array(json.dumps(meta)), **arrays}
     return atomic_write(path, lambda f: np.savez(f, **payload))
 
 

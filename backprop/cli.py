@@ -153,7 +153,7 @@ def format_confusion(confusion: np.ndarray, classes: Sequence[str]) -> str:
     labels = [c if len(c) <= 5 else c[:5] for c in classes]
     width = max(5, len(str(int(confusion.max()))) + 1)
     lines = ["true \\ pred " + "".join(f"{lab:>{width}}" for lab in labels) + "  recall"]
-    for i, (lab, row) in enumerate(zip(labels, confusion)):
+    for i, (lab, row) in enumerate(zip(labels, confusion, strict=True)):
         recall = row[i] / max(1, row.sum())
         lines.append(f"{lab:>11} " + "".join(f"{int(v):>{width}}" for v in row) + f"  {100 * recall:5.1f}%")
     return "\n".join(lines)
@@ -280,7 +280,9 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                            "NUMBA_NUM_THREADS") if v in os.environ))
     if importlib.util.find_spec("numba") is not None:
         import numba
-        print(f"numba: pool of {numba.config.NUMBA_NUM_THREADS} threads (NUMBA_NUM_THREADS); the numba backend's "
+        # numba.config sets its options from the environment at run time; its stubs do not list them
+        pool = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined, unused-ignore]
+        print(f"numba: pool of {pool} threads (NUMBA_NUM_THREADS); the numba backend's "
               "kernels are serial and leave the cores to BLAS")
     return 0
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 
+from backprop.backends import Array
 from backprop.checks import check_labels
 from backprop.module import Module
 
@@ -25,16 +25,16 @@ class Loss(Module):
     # dataset once instead and turn this off while they run (see :func:`targets_checked`).
     check_values = True
 
-    def forward(self, pred: Any, target: Any) -> Any:
+    def forward(self, pred: Array, target: Array) -> Array:
         raise NotImplementedError
 
-    def backward(self) -> Any:
+    def backward(self) -> Array:
         raise NotImplementedError
 
-    def __call__(self, pred: Any, target: Any) -> Any:
+    def __call__(self, pred: Array, target: Array) -> Array:
         return self.forward(pred, target)
 
-    def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
+    def check_target(self, pred_shape: tuple[int, ...], target: Array) -> None:
         """Refuse a target whose shape or dtype does not fit a prediction of ``pred_shape``. It runs on
         every batch, so it must read no value (that would wait for a GPU): checks of the values
         belong in :meth:`check_target_values`, which ``fit`` runs once per dataset."""
@@ -42,11 +42,11 @@ class Loss(Module):
             raise ValueError(f"{type(self).__name__}: target shape {tuple(target.shape)} does not match "
                              f"prediction shape {tuple(pred_shape)}")
 
-    def check_target_values(self, pred_shape: tuple[int, ...], target: Any) -> None:
+    def check_target_values(self, pred_shape: tuple[int, ...], target: Array) -> None:
         """Refuse target values this loss cannot take, for a target that passed :meth:`check_target`
         (any array module; reads the values on the host)."""
 
-    def _check(self, pred: Any, target: Any) -> Any:
+    def _check(self, pred: Array, target: Array) -> Array:
         """Check both arrays; returns the target, cast to the prediction's dtype where it holds
         integer or boolean values and this loss does not take labels."""
         name = type(self).__name__
@@ -75,7 +75,7 @@ def targets_checked(loss: Loss) -> Iterator[Loss]:
         loss.check_values = before
 
 
-def _check_probabilities(loss: Loss, target: Any) -> None:
+def _check_probabilities(loss: Loss, target: Array) -> None:
     if target.size and not (float(target.min()) >= 0 and float(target.max()) <= 1):  # NaN fails too
         raise ValueError(f"{type(loss).__name__}: targets must lie in [0, 1] (and not be NaN)")
 
@@ -83,19 +83,19 @@ def _check_probabilities(loss: Loss, target: Any) -> None:
 class _BinaryLoss(Loss):
     """Binary cross-entropies: targets have the prediction's shape and lie in [0, 1]."""
 
-    def check_target_values(self, pred_shape: tuple[int, ...], target: Any) -> None:
+    def check_target_values(self, pred_shape: tuple[int, ...], target: Array) -> None:
         _check_probabilities(self, target)
 
 
 class MSE(Loss):
     """Mean squared error over all elements."""
 
-    def forward(self, pred: Any, target: Any) -> Any:
+    def forward(self, pred: Array, target: Array) -> Array:
         target = self._check(pred, target)
         self.diff = pred - target
         return (self.diff * self.diff).mean()
 
-    def backward(self) -> Any:
+    def backward(self) -> Array:
         return self.diff * (2.0 / self.diff.size)
 
 
@@ -106,7 +106,7 @@ class BinaryCrossEntropy(_BinaryLoss):
     confident wrong answer gives a large finite loss instead of inf.
     """
 
-    def forward(self, pred: Any, target: Any) -> Any:
+    def forward(self, pred: Array, target: Array) -> Array:
         target = self._check(pred, target)
         xp = self.backend.xp
         eps = 1e-7 if pred.dtype == np.float32 else 1e-12
@@ -114,20 +114,20 @@ class BinaryCrossEntropy(_BinaryLoss):
         self.target = target
         return -(target * xp.log(self.p) + (1 - target) * xp.log1p(-self.p)).mean()
 
-    def backward(self) -> Any:
+    def backward(self) -> Array:
         return (self.p - self.target) / (self.p * (1 - self.p) * self.p.size)
 
 
 class BCEWithLogits(_BinaryLoss):
     """Sigmoid and binary cross-entropy in one, on logits: stable for any logit size."""
 
-    def forward(self, pred: Any, target: Any) -> Any:
+    def forward(self, pred: Array, target: Array) -> Array:
         target = self._check(pred, target)
         xp = self.backend.xp
         self.pred, self.target = pred, target
         return (xp.maximum(pred, 0) - pred * target + xp.log1p(xp.exp(-xp.abs(pred)))).mean()
 
-    def backward(self) -> Any:
+    def backward(self) -> Array:
         return (self.backend.sigmoid(self.pred) - self.target) / self.pred.size
 
 
@@ -140,7 +140,7 @@ class SoftmaxCrossEntropy(Loss):
 
     takes_labels = True
 
-    def check_target(self, pred_shape: tuple[int, ...], target: Any) -> None:
+    def check_target(self, pred_shape: tuple[int, ...], target: Array) -> None:
         name = type(self).__name__
         if len(pred_shape) != 2:
             raise ValueError(f"{name}: predictions must be (N, classes) logits, got shape {pred_shape}")
@@ -155,7 +155,7 @@ class SoftmaxCrossEntropy(Loss):
             raise TypeError(f"{name}: targets must be integer labels or float probabilities, "
                             f"got {target.dtype}")
 
-    def check_target_values(self, pred_shape: tuple[int, ...], target: Any) -> None:
+    def check_target_values(self, pred_shape: tuple[int, ...], target: Array) -> None:
         if np.dtype(target.dtype).kind in "iu":
             check_labels(target, pred_shape[1], type(self).__name__)
             return
@@ -163,10 +163,10 @@ class SoftmaxCrossEntropy(Loss):
         if target.size and not float(abs(target.sum(axis=1) - 1).max()) <= 1e-3:
             raise ValueError(f"{type(self).__name__}: each row of probability targets must sum to 1")
 
-    def forward(self, pred: Any, target: Any) -> Any:
+    def forward(self, pred: Array, target: Array) -> Array:
         target = self._check(pred, target)
         loss, self.grad = self.backend.softmax_cross_entropy(pred, target)
         return loss
 
-    def backward(self) -> Any:
+    def backward(self) -> Array:
         return self.grad

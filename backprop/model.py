@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ CHECKPOINT_FORMAT = "backprop.weights/1"
 
 def _flat(layers: list[Layer]) -> list[Layer]:
     """``layers`` with those of nested Sequentials in their place."""
-    return [m for layer in layers for m in layer.modules() if not isinstance(m, Sequential)]
+    return [m for layer in layers for m in layer.modules() if isinstance(m, Layer) and not isinstance(m, Sequential)]
 
 
 def _next_nonlinearity(following: list[Layer]) -> str | None:
@@ -43,8 +43,8 @@ class Sequential(Layer):
 
     On construction, every layer built with ``init="auto"`` gets its weights drawn for the
     nonlinearity it feeds (looking into a nested Sequential that follows it): He before a ReLU (or a
-    ReLUMaxPool2D), Glorot otherwise. The layers of a nested Sequential keep the weights they have, so a trained block can be
-    wrapped. All layers must share one backend.
+    ReLUMaxPool2D), Glorot otherwise. The layers of a nested Sequential keep the weights they have, so a trained block
+    can be wrapped. All layers must share one backend.
     """
 
     def __init__(self, *layers: Layer) -> None:
@@ -139,7 +139,7 @@ class Sequential(Layer):
         total = sum(p.size for p in self.parameters())
         widths = [max(len(r[c]) for r in rows) for c in range(3)]
         lines = ["  ".join(cell.ljust(w) if c < 2 else cell.rjust(w) for c, (cell, w) in
-                           enumerate(zip(row, widths))) for row in rows]
+                           enumerate(zip(row, widths, strict=True))) for row in rows]
         rule = "-" * len(lines[0])
         return "\n".join([lines[0], rule, *lines[1:], rule,
                           f"Total parameters: {total:,} ({self.backend.dtype.name}, "

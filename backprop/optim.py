@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from backprop.backends import Array
 from backprop.checks import check_fraction, check_number
 from backprop.parameter import Parameter
 
 
-def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> Any:
+def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> Array:
     """Scale gradients so their global L2 norm is at most ``max_norm``; returns the norm before, as a
     0-d backend array. Computed on the device with no host read, so a training step never waits."""
     params = list(params)
@@ -56,10 +57,10 @@ class Optimizer:
         for p in self.params:
             self.update(p, self.decayed_grad(p))
 
-    def decayed_grad(self, p: Parameter) -> Any:
+    def decayed_grad(self, p: Parameter) -> Array:
         return p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
 
-    def update(self, p: Parameter, grad: Any) -> None:
+    def update(self, p: Parameter, grad: Array) -> None:
         raise NotImplementedError
 
     def zero_grad(self) -> None:
@@ -111,7 +112,7 @@ class Optimizer:
         self.steps = int(steps)
 
     @staticmethod
-    def state(p: Parameter, name: str) -> Any:
+    def state(p: Parameter, name: str) -> Array:
         """The state array ``name`` of ``p``, created as zeros on first use."""
         if name not in p.state:
             p.state[name] = p.backend.xp.zeros_like(p.data)
@@ -134,7 +135,7 @@ class SGD(Optimizer):
     def state_names(self) -> tuple[str, ...]:  # type: ignore[override]
         return ("velocity",) if self.momentum else ()
 
-    def update(self, p: Parameter, grad: Any) -> None:
+    def update(self, p: Parameter, grad: Array) -> None:
         velocity = self.state(p, "velocity") if self.momentum else None
         p.backend.sgd_update(p.data, grad, velocity, self.lr, self.momentum, self.nesterov)
 
@@ -162,7 +163,7 @@ class AdaGrad(Optimizer):
         super().__init__(params, lr, weight_decay, clip_norm)
         self.eps = _positive_eps(eps)
 
-    def update(self, p: Parameter, grad: Any) -> None:
+    def update(self, p: Parameter, grad: Array) -> None:
         p.backend.adagrad_update(p.data, grad, self.state(p, "sum_sq"), self.lr, self.eps)
 
 
@@ -175,7 +176,7 @@ class RMSProp(Optimizer):
         self.rho = check_fraction(rho, "rho")
         self.eps = _positive_eps(eps)
 
-    def update(self, p: Parameter, grad: Any) -> None:
+    def update(self, p: Parameter, grad: Array) -> None:
         p.backend.rmsprop_update(p.data, grad, self.state(p, "mean_sq"), self.lr, self.rho, self.eps)
 
 
@@ -190,7 +191,7 @@ class Adam(Optimizer):
         self.betas = (check_fraction(betas[0], "betas[0]"), check_fraction(betas[1], "betas[1]"))
         self.eps = _positive_eps(eps)
 
-    def update(self, p: Parameter, grad: Any) -> None:
+    def update(self, p: Parameter, grad: Array) -> None:
         p.backend.adam_update(p.data, grad, self.state(p, "m"), self.state(p, "v"), self.lr,
                               self.betas[0], self.betas[1], self.eps, self.steps)
 
@@ -202,7 +203,7 @@ class AdamW(Adam):
                  eps: float = 1e-8, weight_decay: float = 0.01, clip_norm: float | None = None) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, clip_norm)
 
-    def decayed_grad(self, p: Parameter) -> Any:
+    def decayed_grad(self, p: Parameter) -> Array:
         if self.weight_decay:
             p.data *= p.data.dtype.type(1.0 - self.lr * self.weight_decay)
         return p.grad

@@ -64,7 +64,7 @@ class RunConfig:
         """The config in ``d`` (parsed config.json); a field of the wrong type is a TypeError naming it."""
         if not isinstance(d, dict):
             raise TypeError(f"expected a JSON object, got {type(d).__name__}")
-        values = {}
+        values: dict[str, Any] = {}  # each checked against its field's type below
         for f in fields(cls):
             if f.name in d:
                 value = d[f.name]

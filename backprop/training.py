@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from backprop.backends import Array
 from backprop.callbacks import Callback, CallbackList, EpochLine, ProgressBar
 from backprop.checks import check_labels, check_number
 from backprop.data.loader import DataLoader
@@ -41,7 +42,7 @@ class TrainingDivergedError(FloatingPointError):
     state of the last reporting point at which both were finite."""
 
 
-def train_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Any, y: Any) -> tuple[Any, Any]:
+def train_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Array) -> tuple[Array, Array]:
     """One training step: forward, loss, backward (parameter gradients only), update (with the
     optimizer's gradient clipping, if any). Returns the loss as a 0-d backend array (reading it waits
     for the device) and the outputs."""
@@ -53,7 +54,7 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Any, y: Any) -
 
 
 # -- metrics, kept on the device ----------------------------------------------------------------------
-def correct_count(pred: Any, target: Any, threshold: float | None = None) -> tuple[Any, int]:
+def correct_count(pred: Array, target: Array, threshold: float | None = None) -> tuple[Array, int]:
     """(correct, total) predictions: correct as a 0-d backend array (no host read), total an int.
 
     With a ``threshold`` (binary or multi-label outputs) every element counts: ``pred > threshold``
@@ -92,7 +93,7 @@ class RunningSums:
         self.accuracy, self.threshold = accuracy, threshold
         self.per_sample = 1  # accuracy's counted values per sample (every output value, with a threshold)
 
-    def add(self, value: Any | None, out: Any, target: Any) -> None:
+    def add(self, value: Array | None, out: Array, target: Array) -> None:
         if value is not None:
             self.sums[:1] += value.astype(np.float64) * len(out)  # (a slice: in place, no scalar round trip)
         if self.accuracy:
@@ -106,7 +107,7 @@ class RunningSums:
 
 
 # -- checks, once per dataset -------------------------------------------------------------------------
-def _module(backend: Any, a: Any) -> Any:
+def _module(backend: Any, a: Array) -> Any:
     return backend.xp if backend.is_array(a) else np
 
 
@@ -134,7 +135,7 @@ def _check_dataset(model: Layer, loss: Loss | None, loader: DataLoader, what: st
         _check_class_targets(out_shape, targets, what)
 
 
-def _check_class_targets(out_shape: tuple[int, ...], y: Any, what: str) -> None:
+def _check_class_targets(out_shape: tuple[int, ...], y: Array, what: str) -> None:
     """Targets accuracy can be counted against: for (N, K>1) outputs, integer labels (N,) in [0, K) or
     rows (N, K); for other outputs, one target per output value."""
     if len(out_shape) == 2 and out_shape[1] > 1:
@@ -176,7 +177,7 @@ def _check_last_batch(model: Layer, loader: DataLoader) -> None:
                              f"which {lonely[0]} cannot normalize: choose another batch_size")
 
 
-def as_loader(model: Layer, x: Any, y: Any = None, *, batch_size: int | None, shuffle: bool = False,
+def as_loader(model: Layer, x: Array, y: Array = None, *, batch_size: int | None, shuffle: bool = False,
               seed: int | None = None, resident: bool | None = None) -> DataLoader:
     """``x`` itself when it is a DataLoader (on the model's backend), else a loader over (x, y).
 
@@ -316,9 +317,9 @@ class Loop:
         return self.state.history
 
 
-def fit(model: Layer, x: Any, y: Any = None, *, loss: Loss, optimizer: Optimizer, epochs: int = 1,
+def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optimizer, epochs: int = 1,
         batch_size: int | None = None, shuffle: bool = True, seed: int | None = None,
-        validation_data: tuple[Any, Any] | DataLoader | None = None, scheduler: LRScheduler | None = None,
+        validation_data: tuple[Array, Array] | DataLoader | None = None, scheduler: LRScheduler | None = None,
         metrics: Sequence[str] = (), progress: bool = True, callbacks: Sequence[Callback] = (),
         resident: bool | None = None, state: TrainingState | None = None,
         report_interval: float | None = None) -> dict[str, list[float]]:
@@ -439,7 +440,8 @@ class _Runner:
             logs["eval_seconds"] = round(time.perf_counter() - t, 3)
         logs.update(lr=loop.optimizer.lr, seconds=round(seconds, 3), images_per_s=round(st.seen / seconds, 1))
         st.history.append({"epoch": st.epoch + 1, **logs})
-        st.epoch, st.batch, st.loss_sum, st.correct, st.seen, st.seconds, st.order = st.epoch + 1, 0, 0.0, 0, 0, 0.0, None
+        st.epoch, st.batch, st.loss_sum, st.correct, st.seen = st.epoch + 1, 0, 0.0, 0, 0
+        st.seconds, st.order = 0.0, None
         self.good = f"the end of epoch {st.epoch}"
         self.keep_state()
         if self.scheduler is not None:
@@ -513,7 +515,7 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def evaluate(model: Layer, x: Any, y: Any = None, *, loss: Loss | None = None, metrics: Sequence[str] | None = None,
+def evaluate(model: Layer, x: Array, y: Array = None, *, loss: Loss | None = None, metrics: Sequence[str] | None = None,
              batch_size: int = EVAL_BATCH, confusion: bool = False) -> dict[str, Any]:
     """Mean ``loss`` (when given) and each metric over (x, y) or the DataLoader ``x``, in inference mode.
 
@@ -531,7 +533,7 @@ def evaluate(model: Layer, x: Any, y: Any = None, *, loss: Loss | None = None, m
     return _evaluate(model, loader, loss, metrics, confusion)
 
 
-def predict(model: Layer, x: Any, batch_size: int = EVAL_BATCH) -> np.ndarray:
+def predict(model: Layer, x: Array, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """Outputs for ``x`` in inference mode, batch by batch, as a host NumPy array (one read at the end)."""
     backend = model.backend
     loader = as_loader(model, x, batch_size=batch_size)

@@ -5,8 +5,9 @@ tree's images/s over the revision's:
 
     python bench/ab_e2e.py --base HEAD~3 --backends numba,numpy --models simpleconvnet,lenet5,mlp --rounds 5
 
-The revision is checked out into a temporary git worktree and imported from there (its ``backends/``
-and ``kernels/`` folders linked into its ``backprop/`` package, as the installed layout maps them).
+The revision is checked out into a temporary git worktree. Each side is imported from its own tree,
+through a temporary package of links laid out as installed (``backends/`` and ``kernels/`` inside
+``backprop/``), whatever is installed in the environment.
 """
 
 from __future__ import annotations
@@ -24,20 +25,30 @@ ROOT = Path(__file__).resolve().parents[1]
 MARK = "E2E-JSON "  # bench/e2e.py's child prefixes its one JSON line with this
 
 
+def importable(tree: Path, folder: Path) -> Path:
+    """``folder``, made a place to import ``tree``'s backprop from, laid out as installed: a package of
+    links to ``tree/backprop``'s entries, with ``backends/`` and ``kernels/`` linked in."""
+    package = folder / "backprop"
+    package.mkdir(parents=True)
+    for entry in (tree / "backprop").iterdir():
+        (package / entry.name).symlink_to(entry)
+    for sub in ("backends", "kernels"):
+        (package / sub).symlink_to(tree / sub, target_is_directory=True)
+    return folder
+
+
 def checkout(revision: str, folder: Path) -> Path:
-    """``revision`` as an importable tree in ``folder``."""
+    """``revision`` as a git worktree in ``folder``."""
     r = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), revision],
                        capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"cannot check out {revision!r}: {r.stderr.strip()}")
-    for sub in ("backends", "kernels"):
-        (folder / "backprop" / sub).symlink_to(folder / sub, target_is_directory=True)
     return folder
 
 
-def child(tree: Path, backend: str, model: str, args: argparse.Namespace) -> float:
-    """images/s of one e2e child run from ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "BACKPROP_BENCH_NO_TORCH": "1"}
+def child(tree: Path, path: Path, backend: str, model: str, args: argparse.Namespace) -> float:
+    """images/s of one e2e child run from ``tree``, importing backprop from ``path``."""
+    env = {**os.environ, "PYTHONPATH": str(path), "BACKPROP_BENCH_NO_TORCH": "1"}
     cmd = [sys.executable, str(tree / "bench" / "e2e.py"), "--one", backend, model, "--steps", str(args.steps),
            "--windows", str(args.windows), "--train-images", str(args.train_images)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
@@ -61,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = checkout(args.base, Path(tmp) / "base")
         try:
+            trees = {"tree": (ROOT, importable(ROOT, Path(tmp) / "tree-path")),
+                     "base": (base, importable(base, Path(tmp) / "base-path"))}
             rates: dict[tuple[str, str], dict[str, list[float]]] = {c: {"tree": [], "base": []} for c in configs}
             for r in range(args.rounds):
                 for backend, model in configs:
                     for side in (("tree", "base") if r % 2 == 0 else ("base", "tree")):
-                        tree = ROOT if side == "tree" else base
-                        rates[backend, model][side].append(child(tree, backend, model, args))
+                        rates[backend, model][side].append(child(*trees[side], backend, model, args))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
     print(f"e2e, batch 100, Adam, float32; {args.rounds} rounds of {args.windows} windows x {args.steps} steps; "
@@ -74,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | backend | tree images/s | base images/s | tree / base per round: median (range) |")
     print("|---|---|---:|---:|---:|")
     for (backend, model), got in rates.items():
-        ratios = [t / b for t, b in zip(got["tree"], got["base"])]
+        ratios = [t / b for t, b in zip(got["tree"], got["base"], strict=True)]
         print(f"| {model} | {backend} | {statistics.median(got['tree']):,.0f} | {statistics.median(got['base']):,.0f} "
               f"| {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |")
     return 0

@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
@@ -105,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     source = kernels_source(args.base)
     get_backend("numba")  # says what to install when Numba is missing
     with tempfile.TemporaryDirectory() as folder:
-        variants = {"working tree": NumbaBackend(np.float32, seed=0),
-                    args.base: NumbaBackend(np.float32, seed=0, kernels=load_module(source, Path(folder), "numba_cpu_base"))}
+        base = load_module(source, Path(folder), "numba_cpu_base")
+        variants = {"working tree": NumbaBackend(np.float32, seed=0), args.base: NumbaBackend(np.float32, seed=0,
+                                                                                             kernels=base)}
         rates = interleave(variants, args.model, args.steps, args.rounds)
-    ratios = [w / b for w, b in zip(rates["working tree"], rates[args.base])]
+    ratios = [w / b for w, b in zip(rates["working tree"], rates[args.base], strict=True)]
     print(f"{args.model}, numba, batch 100, float32, Adam; {args.rounds} rounds of {args.steps} steps a side\n")
     print("| kernels | median images/s |\n|---|---:|")
     for side, got in rates.items():

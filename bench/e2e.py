@@ -223,6 +223,7 @@ def _time_ours(model: Any, loss: Any, opt: Any, epoch: list[Any], test: Any, t0:
 def torch_model(ours: Any) -> Any:
     """The same network in PyTorch, with ``ours``'s weights (torch's Linear weight is (out, in))."""
     import torch
+
     from backprop.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU, ReLUMaxPool2D
     nn = torch.nn
     get = ours.backend.to_numpy
@@ -257,6 +258,7 @@ def run_torch(model_name: str, args: argparse.Namespace, device: str = "cpu") ->
     """The PyTorch row: on the CPU with every core, or on ``device="cuda"`` with the batches moved to
     the GPU before any clock starts and the device synchronized before each clock read."""
     import torch
+
     from backprop import get_backend
     from backprop.data import load_mnist_subset
     from backprop.runs import build, loaders
@@ -447,7 +449,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> str:
     # One panel per model, each on its own linear scale: the MLP runs 10x faster than the CNNs.
     fig, axes = plt.subplots(1, len(models), figsize=(3 * len(models) + 1, 4), squeeze=False)
     colors = {b: f"C{i}" for i, b in enumerate(backends)}
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(axes[0], models, strict=True):
         mine = [r for r in ok if r["model"] == model]
         ax.bar([r["backend"] for r in mine], [r["images_per_s"] for r in mine],
                color=[colors[r["backend"]] for r in mine])
@@ -488,8 +490,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"machine: {m['cpus']} CPUs, {m['processor']}; float32 matmul peak (2048^2 NumPy) {peak:.1f} GFLOP/s")
     for b, why in skipped.items():
         print(f"backend {b} skipped: {why}")
-    print(f"torch: {torch_info if use_torch else 'not measured (' + torch_info + ')'}"
-          + (("; CUDA: " + ("yes, torch-cuda rows too" if torch_cuda else "no GPU, CPU rows only")) if use_torch else ""))
+    cuda = ("; CUDA: " + ("yes, torch-cuda rows too" if torch_cuda else "no GPU, CPU rows only")) if use_torch else ""
+    print(f"torch: {torch_info if use_torch else 'not measured (' + torch_info + ')'}{cuda}")
     if args.quick:
         print(f"--quick: accuracy after {args.train_images:,} training images (one partial epoch), "
               f"{args.windows} windows of {args.steps} steps")

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     for name in args.backends.split(","):
         fits, bares = rates(name.strip(), args.images, args.rounds)
-        ratios = [f / b for f, b in zip(fits, bares)]
+        ratios = [f / b for f, b in zip(fits, bares, strict=True)]
         q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         print(f"| {name} | {statistics.median(fits):,.0f} | {statistics.median(bares):,.0f} | "
               f"{statistics.median(ratios):.3f} ({q[0]:.3f}-{q[2]:.3f}) |")

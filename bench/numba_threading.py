@@ -27,7 +27,6 @@ import os
 import statistics
 import subprocess
 import sys
-
 from types import FunctionType, ModuleType
 from typing import Any
 
@@ -82,7 +81,7 @@ class BlasAside(NumbaBackend):
         try:
             return super().matmul(a, b, out)
         finally:
-            for lib, count in zip(self.blas, before):
+            for lib, count in zip(self.blas, before, strict=True):
                 lib.set_num_threads(count)
 
 
@@ -91,7 +90,8 @@ def one(steps: int, rounds: int) -> dict:
     import numba
 
     parallel = parallel_kernels()
-    variants = {"serial": NumbaBackend(np.float32, seed=0), "prange": NumbaBackend(np.float32, seed=0, kernels=parallel)}
+    variants = {"serial": NumbaBackend(np.float32, seed=0),
+                "prange": NumbaBackend(np.float32, seed=0, kernels=parallel)}
     if importlib.util.find_spec("threadpoolctl") is not None:
         variants["prange, BLAS 1 thread in matmul"] = BlasAside(parallel)
     rates = interleave(variants, "simpleconvnet", steps, rounds)
@@ -123,7 +123,7 @@ def main() -> int:
         result = json.loads(r.stdout.splitlines()[-1])
         serial = result["rates"]["serial"]
         for variant, got in result["rates"].items():
-            ratios = [a / b for a, b in zip(got, serial)]
+            ratios = [a / b for a, b in zip(got, serial, strict=True)]
             print(f"| {name} | {result['layer']} | {variant} | {statistics.median(got):,.0f} | "
                   f"{ratio_summary(ratios)} |")
     return 0

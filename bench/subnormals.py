@@ -31,6 +31,23 @@ def median_ms(fn, repeat: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def time_update(b, weight: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, flushed: np.ndarray,
+                repeat: int) -> tuple[float, float]:
+    """Milliseconds of one Adam update on backend ``b`` starting from momentum ``m`` and from ``flushed``."""
+    work = [np.empty_like(a) for a in (weight, m, v)]  # reused: fresh arrays each call would time page faults
+
+    def reset(start_m: np.ndarray) -> None:
+        for dst, src in zip(work, (weight, start_m, v), strict=True):
+            np.copyto(dst, src)
+
+    def update(start_m: np.ndarray) -> None:
+        reset(start_m)
+        b.adam_update(work[0], grad, work[1], work[2], 1e-3, 0.9, 0.999, 1e-8, 1000)
+
+    copies = median_ms(lambda: reset(m), repeat)
+    return median_ms(lambda: update(m), repeat) - copies, median_ms(lambda: update(flushed), repeat) - copies
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--share", type=float, default=0.25, help="share of momentum entries that are subnormal")
@@ -52,21 +69,7 @@ def main() -> None:
     for name in ("numpy", "numba"):
         if available_backends()[name] is not None:
             continue
-        b = get_backend(name)
-
-        work = [np.empty_like(a) for a in (weight, m, v)]  # reused: fresh arrays each call would time page faults
-
-        def reset(start_m: np.ndarray) -> None:
-            for dst, src in zip(work, (weight, start_m, v)):
-                np.copyto(dst, src)
-
-        def update(start_m: np.ndarray) -> None:
-            reset(start_m)
-            b.adam_update(work[0], grad, work[1], work[2], 1e-3, 0.9, 0.999, 1e-8, 1000)
-
-        copies = median_ms(lambda: reset(m), args.repeat)
-        slow = median_ms(lambda: update(m), args.repeat) - copies
-        fast = median_ms(lambda: update(flushed), args.repeat) - copies
+        slow, fast = time_update(get_backend(name), weight, grad, m, v, flushed, args.repeat)
         print(f"| {name} | {slow:.2f} | {fast:.2f} | {slow / fast:.1f}x |")
 
 

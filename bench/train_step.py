@@ -34,7 +34,8 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -387,7 +388,7 @@ class Book:
         x, t = self.batch()
         clock = time.perf_counter
         names = list(self.layers)
-        for i, name in enumerate(names):
+        for name in names:
             start = clock()
             x = self.layers[name].forward(x)
             rec(f"{name} forward", clock() - start)
@@ -421,7 +422,7 @@ class Torch:
         self.model = nn.Sequential(nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                                    nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10))
         with torch.no_grad():  # the same initial weights as backprop's (torch's Linear is (out, in))
-            for i, (w, b) in zip((0, 4, 6), (("W1", "b1"), ("W2", "b2"), ("W3", "b3"))):
+            for i, (w, b) in zip((0, 4, 6), (("W1", "b1"), ("W2", "b2"), ("W3", "b3")), strict=True):
                 weight = weights[w] if i == 0 else weights[w].T
                 self.model[i].weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
                 self.model[i].bias.copy_(torch.from_numpy(weights[b]))

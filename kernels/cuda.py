@@ -102,7 +102,8 @@ class Runner(Protocol):
     """What the functions below need: an array module, and a way to run a kernel over ``total``
     elements with arguments (arrays and NumPy scalars of the exact C parameter types)."""
 
-    xp: Any
+    @property
+    def xp(self) -> Any: ...  # the array module (cupy; numpy in the CPU harness)
 
     def launch(self, kernel: str, dtype: Any, total: int, args: tuple) -> None: ...
 
@@ -237,6 +238,7 @@ def col2im(col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: 
     if strides is None:
         col = r.xp.ascontiguousarray(col)
         strides = _element_strides(col)
+        assert strides is not None  # a C-contiguous array's strides are whole elements
     img = r.xp.empty((n, c, h, w), dtype=col.dtype)
     r.launch("col2im", col.dtype, img.size, (col, img, *_i64(*geometry, *strides)))
     return img

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from backprop.kernels.arrays import Array
+
 Pair = tuple[int, int]
 
 
@@ -34,14 +36,14 @@ def _span(k: int, stride: int, out: int) -> slice:
     return slice(k, k + stride * (out - 1) + 1, stride)
 
 
-def _pad(xp: Any, x: Any, pad: Pair, value: float = 0.0) -> Any:
+def _pad(xp: Any, x: Array, pad: Pair, value: float = 0.0) -> Array:
     if pad == (0, 0):
         return x
     widths = ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1]))
     return xp.pad(x, widths, mode="constant", constant_values=value)
 
 
-def im2col(xp: Any, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
+def im2col(xp: Any, x: Array, kernel: Pair, stride: Pair, pad: Pair) -> Array:
     """Unfold NCHW images into the (N*OH*OW, C*KH*KW) patch matrix.
 
     The matrix is returned as the transpose of a C-contiguous (C*KH*KW, N*OH*OW) array, i.e. its memory
@@ -68,7 +70,7 @@ def im2col(xp: Any, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
     return col.reshape(c * kh * kw, n * oh * ow).T
 
 
-def col2im(xp: Any, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
+def col2im(xp: Any, col: Array, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Array:
     """Adjoint of ``im2col``: scatter-add every patch back to its image position, then crop the padding.
 
     Any memory layout of ``col`` is accepted; the layout ``im2col`` returns (each (c, ky, kx) column
@@ -102,7 +104,7 @@ def col2im(xp: Any, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pa
     return img[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
 
 
-def maxpool2d(xp: Any, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
+def maxpool2d(xp: Any, x: Array, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Array, Array]:
     """Max over each window, padded with -inf; returns (out, argmax) with argmax the offset ky*KW+kx.
 
     A running maximum over the KH*KW window offsets, on contiguous copies of each offset's strided
@@ -128,7 +130,7 @@ def maxpool2d(xp: Any, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[A
         offsets = None
         scratch = xp.empty((n, c, oh, ow), dtype=x.dtype)
 
-    def gathered(k: int, into: Any) -> Any:
+    def gathered(k: int, into: Array) -> Array:
         """Offset k's values for every window, contiguous (copied into ``into`` unless tiled)."""
         if offsets is not None:
             return offsets[k]
@@ -151,8 +153,8 @@ def maxpool2d(xp: Any, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[A
     return out, argmax
 
 
-def maxpool2d_backward(xp: Any, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
-                       stride: Pair, pad: Pair) -> Any:
+def maxpool2d_backward(xp: Any, dout: Array, argmax: Array, x_shape: tuple[int, ...], kernel: Pair,
+                       stride: Pair, pad: Pair) -> Array:
     """Route each output gradient to the input that won its window's max.
 
     When windows do not overlap (stride >= kernel), each input belongs to at most one window, so each
@@ -184,21 +186,21 @@ def maxpool2d_backward(xp: Any, dout: Any, argmax: Any, x_shape: tuple[int, ...]
     return dx[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
 
 
-def add_bias(xp: Any, y: Any, b: Any) -> None:
+def add_bias(xp: Any, y: Array, b: Array) -> None:
     """In place: y[n, c, ...] += b[c] (a layer's bias over its channel axis, axis 1)."""
     y += b.reshape((-1,) + (1,) * (y.ndim - 2))
 
 
-def bias_grad(xp: Any, dout: Any, out: Any) -> None:
+def bias_grad(xp: Any, dout: Array, out: Array) -> None:
     """out[c] = the sum of dout[n, c, ...] over every axis but the channel axis (axis 1)."""
     dout.sum(axis=(0, *range(2, dout.ndim)), out=out)
 
 
-def relu(xp: Any, x: Any) -> Any:
+def relu(xp: Any, x: Array) -> Array:
     return xp.maximum(x, 0)
 
 
-def relu_backward(xp: Any, dout: Any, y: Any) -> Any:
+def relu_backward(xp: Any, dout: Array, y: Array) -> Array:
     """Gradient through ReLU given its output y (y > 0 exactly where the input was > 0).
 
     The mask is cast to the gradient's dtype once and multiplied in place: a float-by-float product
@@ -209,37 +211,37 @@ def relu_backward(xp: Any, dout: Any, y: Any) -> Any:
     return dx
 
 
-def sigmoid(xp: Any, x: Any) -> Any:
+def sigmoid(xp: Any, x: Array) -> Array:
     """Logistic function without overflow: exp is only taken of -|x|."""
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def sigmoid_backward(xp: Any, dout: Any, y: Any) -> Any:
+def sigmoid_backward(xp: Any, dout: Array, y: Array) -> Array:
     return dout * y * (1 - y)
 
 
-def tanh(xp: Any, x: Any) -> Any:
+def tanh(xp: Any, x: Array) -> Array:
     return xp.tanh(x)
 
 
-def tanh_backward(xp: Any, dout: Any, y: Any) -> Any:
+def tanh_backward(xp: Any, dout: Array, y: Array) -> Array:
     return dout * (1 - y * y)
 
 
-def softmax(xp: Any, x: Any) -> Any:
+def softmax(xp: Any, x: Array) -> Array:
     """Softmax over the last axis, shifted by the row max so exp never overflows."""
     e = xp.exp(x - x.max(axis=-1, keepdims=True))
     e /= e.sum(axis=-1, keepdims=True)
     return e
 
 
-def softmax_backward(xp: Any, dout: Any, y: Any) -> Any:
+def softmax_backward(xp: Any, dout: Array, y: Array) -> Array:
     """Jacobian-vector product of softmax: y * (dout - <dout, y>), without building the Jacobian."""
     return y * (dout - (dout * y).sum(axis=-1, keepdims=True))
 
 
-def softmax_cross_entropy(xp: Any, logits: Any, target: Any) -> tuple[Any, Any]:
+def softmax_cross_entropy(xp: Any, logits: Array, target: Array) -> tuple[Array, Array]:
     """Mean cross-entropy of softmax(logits) against integer labels (N,) or probabilities (N, K).
 
     Returns (loss, dlogits) where loss is a 0-d array, computed through log-sum-exp so that large
@@ -271,7 +273,7 @@ def softmax_cross_entropy(xp: Any, logits: Any, target: Any) -> tuple[Any, Any]:
     return loss, grad
 
 
-def flush_subnormal(xp: Any, state: Any) -> None:
+def flush_subnormal(xp: Any, state: Array) -> None:
     """Set entries of an optimizer's decaying state (momentum, running squares) smaller in magnitude
     than the dtype's smallest normal number to zero, in place; NaN stays NaN.
 
@@ -287,7 +289,7 @@ def flush_subnormal(xp: Any, state: Any) -> None:
     xp.copyto(state, state.dtype.type(0), where=xp.abs(state) < xp.finfo(state.dtype).tiny)
 
 
-def sgd_update(xp: Any, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
+def sgd_update(xp: Any, p: Array, g: Array, velocity: Array | None, lr: float, momentum: float,
                nesterov: bool) -> None:
     """In-place SGD step; with momentum, velocity v <- momentum * v + g (PyTorch's convention)."""
     if velocity is None:
@@ -302,12 +304,12 @@ def sgd_update(xp: Any, p: Any, g: Any, velocity: Any | None, lr: float, momentu
         p -= lr * velocity
 
 
-def adagrad_update(xp: Any, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
+def adagrad_update(xp: Any, p: Array, g: Array, sum_sq: Array, lr: float, eps: float) -> None:
     sum_sq += g * g
     p -= lr * g / (xp.sqrt(sum_sq) + eps)
 
 
-def rmsprop_update(xp: Any, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
+def rmsprop_update(xp: Any, p: Array, g: Array, mean_sq: Array, lr: float, rho: float, eps: float) -> None:
     mean_sq *= rho
     mean_sq += (1 - rho) * g * g
     flush_subnormal(xp, mean_sq)
@@ -322,7 +324,7 @@ def adam_scalars(lr: float, beta1: float, beta2: float, eps: float, step: int) -
     return lr * correction / (1 - beta1 ** step), eps * correction
 
 
-def adam_update(xp: Any, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
+def adam_update(xp: Any, p: Array, g: Array, m: Array, v: Array, lr: float, beta1: float, beta2: float,
                 eps: float, step: int) -> None:
     """In-place Adam step with bias correction (:func:`adam_scalars`); ``step`` counts from 1.
 

@@ -105,7 +105,8 @@ def test_mixing_backends_is_a_clear_error(backend):
     with pytest.raises(TypeError, match="backend.asarray"):
         layer.forward([[1.0, 2.0]])
     with pytest.raises(ValueError, match="different backends"):
-        bp.Sequential(bp.Linear(2, 2, backend=backend), bp.Linear(2, 2, backend=bp.get_backend(backend.name, "float64")))
+        bp.Sequential(bp.Linear(2, 2, backend=backend),
+                      bp.Linear(2, 2, backend=bp.get_backend(backend.name, "float64")))
 
 
 def test_importing_backprop_does_not_import_cupy(tmp_path):

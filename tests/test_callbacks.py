@@ -152,7 +152,7 @@ def test_divergence_restores_weights_and_optimizer_state_of_the_last_reporting_p
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, poison.saved[k])
     assert opt.steps == poison.steps
-    for p, saved in zip(opt.params, poison.state):
+    for p, saved in zip(opt.params, poison.state, strict=True):
         for k, v in saved.items():
             np.testing.assert_array_equal(backend.to_numpy(p.state[k]), v)
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from backprop.backends import get_backend
 from backprop.kernels.reference import conv_output_size
-from conftest import overriding, overrides
+from conftest import overrides, overriding
 
 # (N, C, H, W), kernel, stride, pad
 CONV_CASES = [
@@ -406,7 +406,9 @@ def test_softmax_cross_entropy_labels_out_of_range_parity_with_reference(accel_b
     np.testing.assert_allclose(host(b, grad), grad_ref, rtol=tol, atol=tol)  # NaN rows where the reference's
 
 
-@pytest.mark.parametrize("accel_backend", overriding("relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax", "softmax_backward", "softmax_cross_entropy"), indirect=True)
+@pytest.mark.parametrize("accel_backend", overriding("relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh",
+                                                     "tanh_backward", "softmax", "softmax_backward",
+                                                     "softmax_cross_entropy"), indirect=True)
 @PARITY
 @given(n=st.integers(1, 40), k=st.integers(1, 12), onehot=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
@@ -432,7 +434,8 @@ def test_elementwise_and_softmax_kernels_parity_hypothesis(accel_backend, n, k, 
     np.testing.assert_allclose(host(b, grad), grad_ref, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("accel_backend", overriding("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"), indirect=True)
+@pytest.mark.parametrize("accel_backend", overriding("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"),
+                         indirect=True)
 @PARITY
 @given(size=st.integers(1, 300), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
 def test_optimizer_update_kernels_parity_hypothesis(accel_backend, size, dtype, seed):
@@ -455,7 +458,7 @@ def test_optimizer_update_kernels_parity_hypothesis(accel_backend, size, dtype, 
         theirs[1] = g
         getattr(b, name)(*mine, *args)
         getattr(ref, name)(*theirs, *args)
-        for a, r in zip(mine, theirs):
+        for a, r in zip(mine, theirs, strict=True):
             if r is not None:
                 np.testing.assert_allclose(host(b, a), r, rtol=tol, atol=tol, err_msg=name)
 
@@ -536,7 +539,8 @@ def test_kernels_take_an_empty_batch(backend):
     assert backend.maxpool2d(y, (2, 2), (2, 2), (0, 0))[0].shape == (0, 3, 2, 2)
 
 
-@pytest.mark.parametrize("accel_backend", overriding("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"), indirect=True)
+@pytest.mark.parametrize("accel_backend", overriding("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"),
+                         indirect=True)
 def test_optimizer_updates_broadcast_a_gradient_like_the_reference(accel_backend):
     """A gradient of shape (1,) broadcasts, as in the reference, instead of being read past its end."""
     ref = get_backend("numpy")
@@ -563,7 +567,7 @@ def test_numba_elementwise_gradients_and_adam_are_bit_exact_in_float32(accel_bac
     theirs = [a.copy() for a in (d, y, y, y)]
     accel_backend.adam_update(*mine, 1e-3, 0.9, 0.999, 1e-8, 3)
     ref.adam_update(*theirs, 1e-3, 0.9, 0.999, 1e-8, 3)
-    for a, b in zip(mine, theirs):
+    for a, b in zip(mine, theirs, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

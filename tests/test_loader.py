@@ -97,7 +97,7 @@ def test_resident_gives_the_same_batches(backend):
     streamed = DataLoader(x, y, **kwargs)
     assert backend.is_array(resident.x) and resident.x.dtype == np.uint8  # moved once, as bytes
     for _ in range(2):
-        for (xa, ya), (xb, yb) in zip(resident, streamed):
+        for (xa, ya), (xb, yb) in zip(resident, streamed, strict=True):
             np.testing.assert_array_equal(host(backend, xa), host(backend, xb))
             np.testing.assert_array_equal(host(backend, ya), host(backend, yb))
 

@@ -171,13 +171,14 @@ def test_divergence_stops_with_epoch_and_batch_and_restores_weights_and_statisti
     x, y = regression_data(rng)
     with bp.use_backend(backend):
         model = bp.Sequential(bp.Linear(3, 8), bp.BatchNorm1D(8), bp.Linear(8, 1))
-    with pytest.raises(bp.TrainingDivergedError, match=r"training loss became (nan|inf) at or before epoch \d+, batch \d+"):
+    diverged = r"training loss became (nan|inf) at or before epoch \d+, batch \d+"
+    with pytest.raises(bp.TrainingDivergedError, match=diverged):
         model.fit(x, y * 1e3, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=50.0), epochs=50,
                   batch_size=8, progress=False)
     assert all(np.isfinite(backend.to_numpy(a)).all() for a in model.state_arrays().values())
     assert np.isfinite(model.predict(x)).all()
     small_copy = bp.Sequential(*[type(layer)(*args, backend=backend) for layer, args in
-                                 zip(model, [(3, 8), (8,), (8, 1)])])
+                                 zip(model, [(3, 8), (8,), (8, 1)], strict=True)])
     small_copy.load(model.save(tmp_path / "after.npz"))  # a diverged run still saves a loadable model
 
 
@@ -198,7 +199,8 @@ def test_divergence_in_the_last_update_or_the_validation_loss_is_caught_too(back
     x, y = regression_data(rng, 8)
     model = bp.Sequential(bp.Linear(3, 1, backend=backend))
     before = weights(model)
-    with pytest.raises(bp.TrainingDivergedError, match="weights or the optimizer's state became NaN or Inf at or before epoch 1, batch 1"):
+    with pytest.raises(bp.TrainingDivergedError,
+                       match="weights or the optimizer's state became NaN or Inf at or before epoch 1, batch 1"):
         model.fit(x, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=1e38), epochs=1, progress=False)
     for k, v in weights(model).items():  # the weights before that update, which gave a finite loss
         np.testing.assert_array_equal(v, before[k])
@@ -464,16 +466,16 @@ def test_a_model_with_the_fused_layer_is_the_model_with_relu_then_pooling(backen
     assert len(fused) == len(plain) - 2
     x = b.asarray(rng.standard_normal((2, 2, 10, 10)))
     d = b.asarray(rng.standard_normal((2, 5)))
-    for p, q in zip(fused.parameters(), plain.parameters()):
+    for p, q in zip(fused.parameters(), plain.parameters(), strict=True):
         np.testing.assert_array_equal(b.to_numpy(p.data), b.to_numpy(q.data))
     np.testing.assert_array_equal(b.to_numpy(fused.forward(x)), b.to_numpy(plain.forward(x)))
     np.testing.assert_array_equal(b.to_numpy(fused.backward(d)), b.to_numpy(plain.backward(d)))
-    for p, q in zip(fused.parameters(), plain.parameters()):
+    for p, q in zip(fused.parameters(), plain.parameters(), strict=True):
         np.testing.assert_array_equal(b.to_numpy(p.grad), b.to_numpy(q.grad))
         p.grad[...], q.grad[...] = 0, 0
     fused.forward(x), plain.forward(x)
     fused.backward_params(d), plain.backward_params(d)
-    for p, q in zip(fused.parameters(), plain.parameters()):
+    for p, q in zip(fused.parameters(), plain.parameters(), strict=True):
         np.testing.assert_array_equal(b.to_numpy(p.grad), b.to_numpy(q.grad))
 
 

@@ -79,7 +79,7 @@ def test_clip_grad_norm(backend):
     ps[1].grad[...] = backend.asarray(np.array([0.0, 4.0]))
     below = [backend.to_numpy(p.grad).copy() for p in ps]
     assert float(bp.clip_grad_norm(ps, 5.0)) == pytest.approx(5.0)  # at the limit: not scaled, not a bit
-    for p, g in zip(ps, below):
+    for p, g in zip(ps, below, strict=True):
         np.testing.assert_array_equal(backend.to_numpy(p.grad), g)
     norm = bp.clip_grad_norm(ps, 1.0)
     assert norm.dtype == np.float32 and float(norm) == pytest.approx(5.0)  # (on the device: no host read)

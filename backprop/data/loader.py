@@ -63,8 +63,9 @@ class DataLoader:
         mean, std = normalize if normalize is not None else (0.0, 1.0)
         self._affine = None if scale is None and normalize is None else (
             (1.0 if scale is None else scale) / std, mean / std)
-        self.x = backend.asarray(x) if resident else x
-        self.y = backend.asarray(y) if resident and y is not None else y
+        # (resident without a backend was refused above)
+        self.x = backend.asarray(x) if resident and backend is not None else x
+        self.y = backend.asarray(y) if resident and backend is not None and y is not None else y
         self.rng = np.random.default_rng(seed)
 
     @staticmethod

@@ -33,6 +33,7 @@ def run(epochs: int = 100, lr: float = 0.1, samples: int = 500, noise: float = 0
     history = model.fit(x, y, loss=bp.MSE(), optimizer=bp.SGD(model.parameters(), lr=lr),
                         epochs=epochs, batch_size=None, shuffle=False, progress=False)
     layer = model[0]
+    assert isinstance(layer, bp.Linear)
     return {"history": history["loss"], "w": layer.W.data[:, 0].astype(float).tolist(),
             "b": float(layer.b.data[0]), "true_w": TRUE_W.tolist(), "true_b": TRUE_B}
 

@@ -92,7 +92,7 @@ def plot(result: dict, path: str, grid: int = 200) -> bool:
     panels = [(true, "true f(x, y)", "viridis", vmin, vmax),
               (learned, "learned by the MLP", "viridis", vmin, vmax),
               (learned - true, "learned - true", "coolwarm", None, None)]
-    for ax, (img, title, cmap, lo, hi) in zip(axes, panels):
+    for ax, (img, title, cmap, lo, hi) in zip(axes, panels, strict=True):
         if lo is None:
             hi = float(np.abs(img).max())
             lo = -hi

@@ -38,6 +38,7 @@ def run(epochs: int = 400, lr: float = 0.6, seed: int = DEFAULT_SEED, softmax: b
     are right (outputs: P(class 1) per input, from the sigmoid or from the softmax)."""
     bp.manual_seed(seed)
     model = build(softmax)
+    loss: bp.Loss
     if softmax:
         loss, y = bp.SoftmaxCrossEntropy(), LABELS
     else:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         step = max(1, args.epochs // 8)
         for epoch in [*range(step, args.epochs, step), args.epochs]:
             print(f"epoch {epoch:5d}  loss {result['history'][epoch - 1]:.5f}")
-        for x, label, p in zip(X, LABELS, result["outputs"]):
+        for x, label, p in zip(X, LABELS, result["outputs"], strict=True):
             print(f"  {x[0]:.0f} xor {x[1]:.0f} = {label}   P(1) = {p:.3f}")
     name = "softmax cross-entropy" if args.softmax else "MSE"
     print(f"final {name} loss {result['final_loss']:.5f}; "

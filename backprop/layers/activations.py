@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from backprop.backends import Array
 from backprop.layers.base import Layer
 
 
@@ -12,12 +11,12 @@ class _Activation(Layer):
 
     kernel = ""
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self.backend.check_array(x, f"{type(self).__name__} input")
         self.y = getattr(self.backend, self.kernel)(x)
         return self.y
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         name = type(self).__name__
         self.backend.check_array(dout, f"{name} gradient")
         if dout.dtype != self.y.dtype:

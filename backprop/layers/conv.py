@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from backprop.backends import Backend
+from backprop.backends import Array, Backend
 from backprop.checks import check_positive_int
 from backprop.init import InitSpec, init_std, normal_weights
 from backprop.layers.base import Layer
@@ -40,16 +38,16 @@ class Conv2D(Layer):
         self.W.data[...] = normal_weights(self.backend, self.W.shape, std)
         self.b.data[...] = 0
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self.check_input(x, (None, self.in_channels, None, None))
         check_window_fits(self, x, self.kernel_size, self.pad)
         out, self.cache = self.backend.conv2d_forward(x, self.W.data, self.b.data, self.stride, self.pad)
         return out
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         return self.backend.conv2d_backward(dout, self.cache, self.W.data, self.W.grad, self.b.grad)
 
-    def backward_params(self, dout: Any) -> None:
+    def backward_params(self, dout: Array) -> None:
         self.backend.conv2d_backward(dout, self.cache, self.W.data, self.W.grad, self.b.grad, need_dx=False)
 
     def extra_repr(self) -> str:

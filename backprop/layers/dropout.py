@@ -3,9 +3,7 @@ so nothing changes at inference time."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from backprop.backends import Backend
+from backprop.backends import Array, Backend
 from backprop.layers.base import Layer
 
 
@@ -16,7 +14,7 @@ class Dropout(Layer):
             raise ValueError(f"Dropout p must be in [0, 1), got {p}")
         self.p = p
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self.backend.check_array(x, "Dropout input")
         if not self.training or self.p == 0.0:
             self.mask = None
@@ -25,7 +23,7 @@ class Dropout(Layer):
         self.mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
         return x * self.mask
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         return dout if self.mask is None else dout * self.mask
 
     def extra_repr(self) -> str:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from backprop.backends import Backend
-from backprop.init import InitSpec, init_std, normal_weights
+from backprop.backends import Array, Backend
 from backprop.checks import check_positive_int
+from backprop.init import InitSpec, init_std, normal_weights
 from backprop.layers.base import Layer
 from backprop.parameter import Parameter
 
@@ -29,18 +27,18 @@ class Linear(Layer):
         self.W.data[...] = normal_weights(self.backend, self.W.shape, std)
         self.b.data[...] = 0
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self.check_input(x, (None, self.in_features))
         self.x = x
         y = self.backend.matmul(x, self.W.data)
         self.backend.add_bias(y, self.b.data)
         return y
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         self.backward_params(dout)
         return self.backend.matmul(dout, self.W.data.T)
 
-    def backward_params(self, dout: Any) -> None:
+    def backward_params(self, dout: Array) -> None:
         self.backend.matmul(self.x.T, dout, out=self.W.grad)
         self.backend.bias_grad(dout, self.b.grad)
 

@@ -7,9 +7,7 @@ running statistics.
 
 from __future__ import annotations
 
-from typing import Any
-
-from backprop.backends import Backend
+from backprop.backends import Array, Backend
 from backprop.checks import check_number, check_positive_int
 from backprop.layers.base import Layer
 from backprop.parameter import Parameter
@@ -32,13 +30,13 @@ class _BatchNorm(Layer):
         self.running_mean = b.zeros((num_features,))
         self.running_var = b.xp.ones(num_features, dtype=b.dtype)
 
-    def _shaped(self, v: Any) -> Any:
+    def _shaped(self, v: Array) -> Array:
         """A per-feature vector reshaped to broadcast against the input."""
         shape = [1] * self.ndim
         shape[1] = self.num_features
         return v.reshape(shape)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self.check_input(x, (None, self.num_features) + (None,) * (self.ndim - 2))
         self.input_shape = tuple(x.shape)  # fit reads it: can a batch of one sample be normalized?
         if self.training:
@@ -59,13 +57,12 @@ class _BatchNorm(Layer):
         self.xhat = (x - self._shaped(mean)) * self.inv_std
         return self.xhat * self._shaped(self.gamma.data) + self._shaped(self.beta.data)
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         self.beta.grad[...] = dout.sum(axis=self.axes)
         self.gamma.grad[...] = (dout * self.xhat).sum(axis=self.axes)
         dxhat = dout * self._shaped(self.gamma.data)
         if not self.training:
             return dxhat * self.inv_std
-        count = dout.size // self.num_features
         mean_dxhat = dxhat.mean(axis=self.axes, keepdims=True)
         mean_dxhat_xhat = (dxhat * self.xhat).mean(axis=self.axes, keepdims=True)
         return (dxhat - mean_dxhat - self.xhat * mean_dxhat_xhat) * self.inv_std

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from backprop.backends import Backend
+from backprop.backends import Array, Backend
 from backprop.layers.base import Layer
 from backprop.layers.window import as_pair, check_window_fits
 
@@ -22,18 +20,18 @@ class MaxPool2D(Layer):
             raise ValueError(f"pad {self.pad} must be at most half of kernel_size {self.kernel_size}, "
                              "or some windows would hold padding only")
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._check(x)
         y, self.argmax = self.backend.maxpool2d(x, self.kernel_size, self.stride, self.pad)
         return y
 
-    def _check(self, x: Any) -> None:
+    def _check(self, x: Array) -> None:
         """Refuse what the pooling cannot take, and keep the input's shape for backward."""
         self.check_input(x, (None, None, None, None))
         check_window_fits(self, x, self.kernel_size, self.pad)
         self.x_shape = x.shape
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         return self.backend.maxpool2d_backward(dout, self.argmax, self.x_shape, self.kernel_size,
                                                self.stride, self.pad)
 
@@ -51,11 +49,11 @@ class ReLUMaxPool2D(MaxPool2D):
     gradient. It counts as a ReLU for the weight initialization of the layer before it.
     """
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._check(x)
         self.y, self.argmax = self.backend.maxpool2d_relu(x, self.kernel_size, self.stride, self.pad)
         return self.y
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         return self.backend.maxpool2d_relu_backward(dout, self.y, self.argmax, self.x_shape, self.kernel_size,
                                                     self.stride, self.pad)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from backprop.backends import Array
 from backprop.layers.base import Layer
 
 
 class Flatten(Layer):
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self.backend.check_array(x, "Flatten input")
         self.x_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         return dout.reshape(self.x_shape)

@@ -14,7 +14,8 @@ def _is_int(v: Any) -> bool:
 
 def as_pair(value: int | tuple[int, int], what: str, minimum: int = 1) -> tuple[int, int]:
     """Accept an int (NumPy integers too) or a pair of ints (height, width), each at least ``minimum``."""
-    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    pair: tuple[Any, ...] = ((value, value) if _is_int(value)
+                             else tuple(value) if isinstance(value, (tuple, list)) else ())
     if len(pair) != 2 or not all(_is_int(v) for v in pair):
         raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
