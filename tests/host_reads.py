@@ -5,13 +5,17 @@ On a GPU each such read (``float(x)``, ``int(x)``, ``bool(x)``, ``x.item()``, ``
 ``allow_synchronize(False)``. This backend is the NumPy reference with every array a
 :class:`GuardedArray`: the array module it computes with (``xp``) hands out guarded arrays from every
 function and generator, and reductions keep 0-d results as arrays, so a value cannot reach Python
-without passing one of the guarded doors. It is a test seam, not a backend users can choose.
+without passing one of the guarded doors. Calls whose result's size depends on the values (boolean
+masks, ``nonzero``, ``unique``) count as reads too, since on a GPU they wait for it. One door stays
+open: ``np.asarray`` on an array (which on CuPy raises instead, so GPU runs catch it). It is a test
+seam, not a backend users can choose.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,7 +66,12 @@ class GuardedArray(np.ndarray):
         return _guard(np.ndarray.__array_wrap__(self, array, context, False))  # 0-d stays an array
 
     def __getitem__(self, key: Any) -> Any:
+        if any(isinstance(k, np.ndarray) and k.dtype == bool for k in (key if isinstance(key, tuple) else (key,))):
+            Reads.record("boolean mask indexing")  # the result's size depends on the values: a read
         return _guard(super().__getitem__(key))
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(len(self)))  # elements as 0-d arrays, never as NumPy scalars
 
     def _array_result(name: str) -> Any:  # noqa: N805 - methods that may return a NumPy scalar
         method = getattr(np.ndarray, name)
@@ -96,22 +105,29 @@ class GuardedArray(np.ndarray):
     __str__ = _read("__str__")
     item = _read("item")
     tolist = _read("tolist")
+    nonzero = _read("nonzero")
     del _read
 
 
+# Functions whose result's size depends on the values: on a GPU they wait for it, like a read.
+SIZED_BY_VALUES = {"nonzero", "flatnonzero", "argwhere", "unique", "compress", "extract"}
+
+
 class _Guarded:
-    """An object (a module, a generator) whose functions return guarded arrays."""
+    """An object (a module and its submodules, a generator) whose functions return guarded arrays."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
-        if self._inner is np and name == "random":
+        if isinstance(attr, types.ModuleType):
             return _Guarded(attr)
         if callable(attr) and not isinstance(attr, type):
             @functools.wraps(attr)
             def call(*args: Any, **kwargs: Any) -> Any:
+                if name in SIZED_BY_VALUES:
+                    Reads.record(name)
                 got = attr(*args, **kwargs)
                 return _Guarded(got) if isinstance(got, np.random.Generator) else _guard(got)
             return call

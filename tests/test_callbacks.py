@@ -192,3 +192,59 @@ def test_fit_trains_a_single_layer_too(backend, rng):
     history = bp.training.fit(layer, *_data(rng), loss=bp.MSE(), optimizer=bp.SGD(layer.parameters(), lr=0.05),
                               epochs=30, batch_size=8, progress=False)
     assert history["loss"][-1] < 0.01 < history["loss"][0]
+
+
+def test_a_non_finite_optimizer_state_is_divergence_too_and_the_loop_position_goes_back(backend, rng):
+    """Weights and loss stay finite while AdaGrad's running square overflows: caught at the next report,
+    and the loop's position (batch, seen, sums) returns to the last good report with the weights."""
+    class OverflowState(Callback):
+        def on_batch_end(self, loop):
+            if loop.epoch == 0 and loop.batch == 3:
+                loop.optimizer.params[0].state["sum_sq"][...] = np.inf
+
+    model = _model(backend)
+    state = bp.training.TrainingState()
+    with pytest.raises(bp.TrainingDivergedError, match="optimizer's state became NaN or Inf at or before epoch 1, "
+                                                       "batch 3.*of epoch 1, batch 2"):
+        model.fit(*_data(rng), loss=bp.MSE(), optimizer=bp.AdaGrad(model.parameters()), epochs=2, batch_size=5,
+                  callbacks=[OverflowState()], progress=False, report_interval=0.0, state=state)
+    assert (state.epoch, state.batch, state.seen) == (0, 2, 10) and np.isfinite(state.loss_sum)
+
+
+def test_a_callback_failing_at_the_start_still_ends_training(backend, rng):
+    class Broken(Callback):
+        def on_train_begin(self, loop):
+            raise RuntimeError("broken callback")
+
+    ends = []
+
+    class End(Callback):
+        def on_train_end(self, loop):
+            ends.append(loop.error)
+
+    model = _model(backend)
+    with pytest.raises(RuntimeError, match="broken callback"):
+        model.fit(*_data(rng), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), progress=False,
+                  callbacks=[StopOnInterrupt(say=lambda line: None), Broken(), End()])
+    assert len(ends) == 1 and isinstance(ends[0], RuntimeError)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_evaluate_counts_the_samples_it_saw_and_a_loader_without_batches_is_refused(backend, rng):
+    x, y = _data(rng, 25)
+    model = _model(backend)
+    loader = bp.DataLoader(x, y, batch_size=10, shuffle=False, drop_last=True, backend=backend)
+    expected = float(np.mean((model.predict(x[:20]) - y[:20]) ** 2))
+    assert model.evaluate(loader, loss=bp.MSE())["loss"] == pytest.approx(expected, rel=1e-5)
+    empty = bp.DataLoader(x, y, batch_size=30, drop_last=True, backend=backend)
+    with pytest.raises(ValueError, match="give no batch"):
+        model.fit(empty, loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), progress=False)
+
+
+def test_the_confusion_matrix_takes_narrow_labels_and_many_classes(backend, rng):
+    model = bp.Sequential(bp.Linear(3, 20, backend=backend))
+    x, y = rng.standard_normal((60, 3)), rng.integers(0, 20, 60).astype(np.uint8)
+    matrix = model.evaluate(x, y, confusion=True)["confusion"]
+    expected = np.zeros((20, 20), dtype=np.int64)
+    np.add.at(expected, (y, model.predict(x).argmax(axis=1)), 1)
+    np.testing.assert_array_equal(matrix, expected)

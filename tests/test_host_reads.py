@@ -40,11 +40,12 @@ def _cnn(backend):
                          bp.Dropout(0.2, backend=backend), bp.Linear(4 * 4 * 4, 3, backend=backend))
 
 
-def _fit(backend, n, **kwargs):
+def _fit(backend, n, sgd=False, **kwargs):
     rng = np.random.default_rng(0)
     x, y = rng.random((n, 1, 8, 8)), rng.integers(0, 3, n)
     model = _cnn(backend)
-    return model.fit(x, y, loss=bp.SoftmaxCrossEntropy(), optimizer=bp.Adam(model.parameters(), clip_norm=1.0),
+    optimizer = bp.SGD(model.parameters()) if sgd else bp.Adam(model.parameters(), clip_norm=1.0)
+    return model.fit(x, y, loss=bp.SoftmaxCrossEntropy(), optimizer=optimizer,
                      batch_size=10, metrics=["accuracy"], validation_data=(x[:20], y[:20]), progress=False,
                      **kwargs)
 
@@ -56,6 +57,12 @@ def test_the_guard_sees_reads(guarded):
     assert Reads.count == before + 4
     with Reads.refusing(), pytest.raises(HostReadError):
         int(a.argmax())
+    for sized_by_values in (lambda: a[a > 1], lambda: guarded.xp.nonzero(a), lambda: guarded.xp.unique(a)):
+        with Reads.refusing(), pytest.raises(HostReadError):
+            sized_by_values()
+    before = Reads.count
+    float(guarded.xp.linalg.norm(a)), [float(v) for v in a]  # submodules and iteration hand out guarded arrays
+    assert Reads.count == before + 1 + len(a)
 
 
 def test_fit_makes_no_host_read_inside_a_step(guarded):
@@ -71,7 +78,7 @@ def test_fit_reads_the_host_only_at_reporting_points(guarded, monkeypatch, sgd):
     counts = []
     for n in (20, 200):
         before = Reads.count
-        _fit(guarded, n, epochs=2)
+        _fit(guarded, n, sgd, epochs=2)
         counts.append(Reads.count - before)
     assert counts[0] == counts[1], counts
 
