@@ -325,6 +325,7 @@ def test_divergence_never_overwrites_a_good_checkpoint(tmp_path, monkeypatch, ca
     assert load_arrays(tmp_path / "run" / "checkpoint.npz")[1]["progress"]["epoch"] == 3
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
 def test_divergence_in_the_first_epoch_says_there_is_no_checkpoint(capsys):
     assert main(["train", "--epochs", "2", "--lr", "1e30", "--run-dir", "run", *SMALL]) == 1
     err = capsys.readouterr().err
