@@ -1,21 +1,28 @@
 """Saving and loading named arrays as .npz: written atomically, read without pickle, checked whole.
 
 A save goes to a temporary file beside the target and is renamed over it only once complete, so a
-crash never leaves half a file under the real name. A load reads and checks every array (names,
-shapes, dtypes, finiteness) before the caller changes anything, so a bad file loses nothing.
+crash never leaves half a file under the real name (whoever owns the folder can clear the temporaries
+of processes killed mid-write). A load reads and checks every array (names, shapes, dtypes,
+finiteness) before the caller changes anything, so a bad file loses nothing.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
+import re
+import secrets
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 META_KEY = "__backprop_meta__"
 
@@ -24,29 +31,78 @@ class CheckpointError(ValueError):
     """A file that is not a usable checkpoint for this model; the message names the file and why."""
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+TEMP_SUFFIX = ".tmp"
+# The temporaries atomic_write makes, ".NAME.XXXXXXXX.tmp": its own 8 hex digits, or the 8 of
+# [a-z0-9_] that tempfile.mkstemp gave before (leftovers of older versions are ours too).
+_TEMP = r"\.{name}\.[a-z0-9_]{{8}}" + re.escape(TEMP_SUFFIX)
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Re-raise an OSError of the disk (full, read-only, no permission) with ``path`` as its file name,
+    so the message names the file being written rather than its temporary."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
+class _TempFile(io.FileIO):
+    """The temporary being written; a disk error while writing it names the target (see _naming)."""
+
+    def __init__(self, fd: int, target: Path) -> None:
+        super().__init__(fd, "wb")
+        self.target = target
+
+    def write(self, data: ReadableBuffer) -> int:
+        with _naming(self.target):
+            return super().write(data)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:
-    """Call ``write`` on a temporary file in the target's folder, then rename it to ``path``."""
+    """Call ``write`` on a temporary file ``.NAME.XXXXXXXX.tmp`` beside ``path``, then rename it to ``path``.
+
+    Readers see the old file or the new one, never part of one; on failure the temporary is removed
+    (a process killed mid-write leaves it: see :func:`remove_temp_files`).
+    """
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder")
+    with _naming(path):
+        tmp = _temp_name(path)  # O_EXCL: a name in use (one chance in 2**32) fails rather than clobbers
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)  # umask applies
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should look like any other
-        with os.fdopen(fd, "wb") as f:
+        with _TempFile(fd, path) as raw, io.BufferedWriter(raw) as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            with _naming(path):
+                os.fsync(fd)
+        with _naming(path):
+            os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with suppress(OSError):  # a read-only or vanished folder must not hide the first error
+            os.unlink(tmp)
         raise
     return path
+
+
+def remove_temp_files(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """Delete the temporaries :func:`atomic_write` left in ``folder`` for the files ``names`` when a
+    process was killed mid-write; returns them. Safe only while no other process is writing those files,
+    that is, while the caller owns the folder (a run's lock)."""
+    pattern = re.compile("|".join(_TEMP.format(name=re.escape(name)) for name in names))
+    removed = [p for p in Path(folder).iterdir() if pattern.fullmatch(p.name)]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
