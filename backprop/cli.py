@@ -26,14 +26,35 @@ from backprop.checks import float_arg, int_arg
 from backprop.data.download import DownloadError
 from backprop.data.idx import IdxError
 from backprop.data.mnist import DATASETS, DatasetNotFoundError
+from backprop.runs import (
+    EMBEDDED,
+    OPTIMIZERS,
+    PLOT,
+    Interrupted,
+    RunConfig,
+    RunInUseError,
+    build,
+    hold_run_dir,
+    load_data,
+    load_weights,
+    loaders,
+    new_run_dir,
+    plot_metrics,
+    read_checkpoint,
+    read_config,
+    read_metrics,
+    remove_unused,
+    train,
+)
 from backprop.training import TrainingDivergedError
 from backprop.zoo import MODELS
 
 DATASET_CHOICES = (*DATASETS, "mnist-subset")
 BACKENDS = (*known_backends(), "auto")
-# Expected user errors: reported in one line, exit status 1.
+# Expected user errors: reported in one line, exit status 1. OSError covers the disk's (full, read-only,
+# a file where a folder should be) as well as missing files.
 USER_ERRORS = (BackendUnavailableError, CheckpointError, DatasetNotFoundError, DownloadError, IdxError,
-               TrainingDivergedError, FileNotFoundError, FileExistsError, ValueError)
+               TrainingDivergedError, RunInUseError, OSError, ValueError)
 
 
 def _say(line: str) -> None:
@@ -46,6 +67,13 @@ _positive_float = float_arg(False, "a positive number")
 _nonneg_float = float_arg(True, "a number >= 0")
 
 
+def _path(text: str) -> str:
+    """A path argument; an empty one would silently mean the current folder or the default, so it is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 # -- train ------------------------------------------------------------------------------------------
 # Options that define a run; with --resume they come from the run's config.json instead.
 RUN_OPTIONS = ("model", "dataset", "optimizer", "lr", "weight_decay", "batch_size", "seed", "dtype",
@@ -53,8 +81,6 @@ RUN_OPTIONS = ("model", "dataset", "optimizer", "lr", "weight_decay", "batch_siz
 
 
 def _add_train(sub: Any) -> None:
-    from backprop.runs import OPTIMIZERS, RunConfig
-
     d = RunConfig()
     p = sub.add_parser("train", help="train a zoo model, writing a run folder",
                        description="Train a model from the zoo; after every epoch the run folder gets a "
@@ -62,8 +88,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--model", choices=MODELS, help=f"architecture (default {d.model})")
     p.add_argument("--dataset", choices=DATASET_CHOICES,
                    help=f"default {d.dataset}; without its files, mnist falls back to the embedded subset")
-    p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files (default: $BACKPROP_DATA, "
-                                                     "then the cache)")
+    p.add_argument("--data-dir", type=_path, metavar="DIR",
+                   help="folder with the dataset's IDX files (default: $BACKPROP_DATA, then the cache)")
     p.add_argument("--download", action="store_true", help="download the dataset into the cache if it is missing")
     p.add_argument("--backend", choices=BACKENDS, help=f"default {d.backend}: a working GPU, else the CPU")
     p.add_argument("--dtype", choices=("float32", "float64"), help=f"default {d.dtype}")
@@ -77,8 +103,10 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--train-limit", type=_positive_int, metavar="N", help="train on the first N images only")
     p.add_argument("--test-limit", type=_positive_int, metavar="N", help="test on the first N images only")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--run-dir", metavar="DIR", help="where to write the run (default runs/MODEL-DATASET-TIME)")
-    where.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    where.add_argument("--run-dir", type=_path, metavar="DIR",
+                       help="where to write the run (default runs/MODEL-DATASET-TIME)")
+    where.add_argument("--resume", type=_path, metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR exactly where it stopped")
     p.add_argument("--plot", action="store_true", help="write the loss and accuracy curves as a PNG (needs "
                                                        "matplotlib: pip install 'backprop[plot]')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -86,48 +114,50 @@ def _add_train(sub: Any) -> None:
 
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from backprop.runs import EMBEDDED, PLOT, Interrupted, RunConfig, new_run_dir, plot_metrics, read_config, train
-
-    if args.resume:
+    config = None  # a resumed run's comes from its config.json, read once the run folder is held
+    made: list[Path] = []  # folders made here, removed again if the run fails before writing anything
+    if args.resume is not None:
         given = [f"--{o.replace('_', '-')}" for o in RUN_OPTIONS if getattr(args, o) is not None]
         if given:
             parser.error(f"{', '.join(given)} cannot change on --resume: the run's config.json fixes them "
                          "(only --epochs, --backend, --data-dir, --plot and --no-progress may be given)")
         run_dir = Path(args.resume)
-        config = read_config(run_dir)
-        if args.data_dir:
-            if config.data_source == EMBEDDED:
-                parser.error("the run trained on the embedded subset: --data-dir cannot change its data")
-            config.data_source = None  # the files have moved: read them from --data-dir
     else:
         config = RunConfig(**{o: getattr(args, o) for o in RUN_OPTIONS if getattr(args, o) is not None})
-        if args.run_dir:
+        if args.run_dir is not None:
             run_dir = Path(args.run_dir)
-            if (run_dir / "checkpoint.npz").exists():
-                raise FileExistsError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
-                                      "or choose another --run-dir")
         else:
             runs_existed = Path("runs").is_dir()
             run_dir = new_run_dir(config)
+            made = [run_dir] if runs_existed else [run_dir, run_dir.parent]
+    try:
+        with hold_run_dir(run_dir, create=args.resume is None):
+            return _train_held(args, parser, run_dir, config)
+    except BaseException:
+        remove_unused(made)
+        raise
+
+
+def _train_held(args: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: Path,
+                config: RunConfig | None) -> int:
+    if config is None:
+        config = read_config(run_dir)
+        if args.data_dir is not None:
+            if config.data_source == EMBEDDED:
+                parser.error("the run trained on the embedded subset: --data-dir cannot change its data")
+            config.data_source = None  # the files have moved: read them from --data-dir
     if args.epochs is not None:
         config.epochs = args.epochs
     if args.backend is not None:
         config.backend = args.backend
     try:
-        history = train(config, run_dir, resume=bool(args.resume), data_dir=args.data_dir, download=args.download,
-                        progress=not args.no_progress, say=_say)
+        history = train(config, run_dir, resume=args.resume is not None, data_dir=args.data_dir,
+                        download=args.download, progress=not args.no_progress, say=_say)
         status = 0
     except Interrupted as exc:
         _say(f"{exc}; checkpoint saved. Continue with: backprop train --resume {run_dir}")
-        from backprop.runs import read_checkpoint
         history = read_checkpoint(run_dir)[1]["history"]
         status = 130
-    except BaseException:
-        if not args.resume and not args.run_dir and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # the folder new_run_dir made is still empty: leave nothing behind
-            if not runs_existed and not any(run_dir.parent.iterdir()):
-                run_dir.parent.rmdir()
-        raise
     if args.plot and history:
         try:
             _say(f"curves: {plot_metrics(history, run_dir / PLOT, f'{config.model} on {config.dataset}')}")
@@ -142,8 +172,9 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _add_eval(sub: Any) -> None:
     p = sub.add_parser("eval", help="accuracy and confusion matrix of a checkpoint on its test set",
                        description="Evaluate a run's checkpoint on the test split of its dataset.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a run folder or its checkpoint.npz")
-    p.add_argument("--data-dir", metavar="DIR", help="read the dataset from DIR instead of where the run found it")
+    p.add_argument("checkpoint", type=_path, metavar="CHECKPOINT", help="a run folder or its checkpoint.npz")
+    p.add_argument("--data-dir", type=_path, metavar="DIR",
+                   help="read the dataset from DIR instead of where the run found it")
     p.add_argument("--backend", choices=BACKENDS, help="default: the run's")
     p.set_defaults(run=_eval)
 
@@ -161,13 +192,12 @@ def format_confusion(confusion: np.ndarray, classes: Sequence[str]) -> str:
 
 def _eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from backprop.losses import SoftmaxCrossEntropy
-    from backprop.runs import RunConfig, build, load_data, load_weights, loaders, read_checkpoint
     from backprop.training import evaluate
 
     arrays, meta = read_checkpoint(args.checkpoint)
     config = RunConfig.from_dict(meta["config"])
     config.test_limit = None
-    if args.data_dir:
+    if args.data_dir is not None:
         config.data_source = None
     if args.backend:
         config.backend = args.backend
@@ -189,24 +219,17 @@ def _eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 # -- plot -------------------------------------------------------------------------------------------
 def _add_plot(sub: Any) -> None:
     p = sub.add_parser("plot", help="draw a run's loss and accuracy curves as a PNG")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("-o", "--output", help="PNG to write (default RUN_DIR/curves.png)")
+    p.add_argument("run_dir", type=_path, metavar="RUN_DIR")
+    p.add_argument("-o", "--output", type=_path, help="PNG to write (default RUN_DIR/curves.png)")
     p.set_defaults(run=_plot)
 
 
 def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import json
-
-    from backprop.runs import METRICS_JSON, PLOT, plot_metrics, read_config
-
     run_dir = Path(args.run_dir)
     config = read_config(run_dir)
-    metrics = run_dir / METRICS_JSON
-    if not metrics.is_file():
-        raise FileNotFoundError(f"{run_dir} has no {METRICS_JSON} yet: it has not finished an epoch")
+    history = read_metrics(run_dir)
     try:
-        path = plot_metrics(json.loads(metrics.read_text()), Path(args.output or run_dir / PLOT),
-                            f"{config.model} on {config.dataset}")
+        path = plot_metrics(history, Path(args.output or run_dir / PLOT), f"{config.model} on {config.dataset}")
     except ImportError as exc:
         print(f"backprop plot: error: {exc}", file=sys.stderr)
         return 1
@@ -310,8 +333,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\naborted", file=sys.stderr)
         return 130
     except USER_ERRORS as exc:
-        print(f"backprop {args.command}: error: {exc}", file=sys.stderr)
+        print(f"backprop {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's message; an OSError from the system as "PATH: what happened" without its "[Errno N]"."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}" + (f" (and {exc.filename2})" if exc.filename2 is not None else "")
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -9,31 +9,40 @@ that never stopped.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
+import os
+import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, fields
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backprop.backends import Backend, get_backend, manual_seed
+from backprop.backends import Backend, get_backend, known_backends, manual_seed
 from backprop.callbacks import Callback, EpochLine, Logs, MetricsFiles, ProgressBar, StopOnInterrupt
-from backprop.checkpoint import CheckpointError, atomic_write, load_arrays, save_arrays
+from backprop.checkpoint import CheckpointError, atomic_write, load_arrays, remove_temp_files, save_arrays
 from backprop.data.loader import DataLoader
-from backprop.data.mnist import Dataset, find_files, load_dataset, load_mnist_subset, read_files, spec
+from backprop.data.mnist import DATASETS, Dataset, find_files, load_dataset, load_mnist_subset, read_files, spec
 from backprop.losses import SoftmaxCrossEntropy
 from backprop.model import Sequential
 from backprop.optim import SGD, AdaGrad, Adam, AdamW, Momentum, Optimizer, RMSProp
 from backprop.training import Loop, TrainingDivergedError, TrainingState, fit
-from backprop.zoo import build_model
+from backprop.zoo import MODELS, build_model
 
 RUN_FORMAT = "backprop.run/2"
 CONFIG, CHECKPOINT, WEIGHTS = "config.json", "checkpoint.npz", "model.npz"
 METRICS_JSON, PLOT = MetricsFiles.JSON, "curves.png"
+LOCK = ".lock"
+# What a run writes while it holds its folder; `backprop plot` writes curves.png without holding it.
+RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, MetricsFiles.CSV, MetricsFiles.JSON)
 EMBEDDED = "embedded subset"
 EVAL_BATCH = 500
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "adagrad": AdaGrad,
@@ -59,9 +68,26 @@ class RunConfig:
     data_source: str | None = None  # filled in when the data are found: a folder, or EMBEDDED
     data_sha256: str | None = None  # of the training images and labels used; a resumed run checks it
 
+    def __post_init__(self) -> None:
+        """Refuse values no run can have (a config.json edited by hand or damaged), naming the field."""
+        choices = {"model": MODELS, "dataset": (*DATASETS, "mnist-subset"), "backend": (*known_backends(), "auto"),
+                   "dtype": ("float32", "float64"), "optimizer": OPTIMIZERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name!r} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name, least in {"epochs": 1, "batch_size": 1, "seed": 0, "train_limit": 1, "test_limit": 1}.items():
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise ValueError(f"{name!r} must be >= {least}, got {value!r}")
+        for name, positive in {"lr": True, "weight_decay": False}.items():
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (positive and value == 0):
+                raise ValueError(f"{name!r} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+
     @classmethod
     def from_dict(cls, d: Any) -> RunConfig:
-        """The config in ``d`` (parsed config.json); a field of the wrong type is a TypeError naming it."""
+        """The config in ``d`` (parsed config.json); a field of the wrong type is a TypeError naming it,
+        a value out of range a ValueError."""
         if not isinstance(d, dict):
             raise TypeError(f"expected a JSON object, got {type(d).__name__}")
         values: dict[str, Any] = {}  # each checked against its field's type below
@@ -185,6 +211,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
         raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected a training run ({RUN_FORMAT!r}); "
                               "weights saved with model.save() load with Sequential.load()")
     meta["path"] = str(path)
+    _check_meta(meta)
     return arrays, meta
 
 
@@ -196,37 +223,64 @@ def load_weights(model: Sequential, arrays: dict[str, np.ndarray], meta: dict[st
 
 PROGRESS_COUNTS = ("epoch", "batch", "correct", "seen")
 PROGRESS_SUMS = ("loss_sum", "seconds")
+HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")  # what resuming and plotting read
 
 
-def check_progress(meta: dict[str, Any], arrays: dict[str, np.ndarray], n_train: int, n_batches: int) -> None:
-    """Check a checkpoint's position in training (epoch, batch, running sums, the epoch's sample order)
-    and its history against the run's data, so that a damaged file fails here, naming what is wrong."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def history_problem(history: Any) -> str | None:
+    """What is wrong with ``history`` (a checkpoint's or metrics.json's) as a list of epoch records, if anything."""
+    if not isinstance(history, list):
+        return f"must be a list of epoch records, not {type(history).__name__}"
+    for i, row in enumerate(history):
+        if not isinstance(row, dict) or not all(_is_number(row.get(key)) for key in HISTORY_KEYS):
+            return f"record {i} must hold numbers for {', '.join(HISTORY_KEYS)}, got {row!r:.80}"
+    return None
+
+
+def _check_meta(meta: dict[str, Any]) -> None:
+    """Check a run checkpoint's records (config, position in training, history, optimizer and loader
+    records, generator state) so that a damaged file fails on reading, naming what is wrong."""
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{meta['path']}: {what}")
 
+    try:
+        RunConfig.from_dict(meta.get("config"))
+    except (TypeError, ValueError) as exc:
+        raise bad(f"its 'config' is not a valid run configuration ({exc})") from None
     progress = meta.get("progress")
     if not isinstance(progress, dict) or set(progress) != {*PROGRESS_COUNTS, *PROGRESS_SUMS}:
         raise bad(f"'progress' must hold {', '.join(PROGRESS_COUNTS + PROGRESS_SUMS)}")
     for key in PROGRESS_COUNTS:
-        if isinstance(progress[key], bool) or not isinstance(progress[key], int) or progress[key] < 0:
+        if not _is_number(progress[key]) or not isinstance(progress[key], int) or progress[key] < 0:
             raise bad(f"progress {key!r} must be an int >= 0, got {progress[key]!r}")
     for key in PROGRESS_SUMS:
-        if isinstance(progress[key], bool) or not isinstance(progress[key], (int, float)) \
-                or not math.isfinite(progress[key]):
+        if not _is_number(progress[key]) or not math.isfinite(progress[key]):
             raise bad(f"progress {key!r} must be a finite number, got {progress[key]!r}")
-    if progress["batch"] >= n_batches:
-        raise bad(f"stopped at batch {progress['batch']}, but an epoch of this run has {n_batches}")
-    order = arrays.get("loader/order")
-    if progress["batch"] and (order is None or not (  # runs shuffle, so a stop mid-epoch saves the order
-            order.shape == (n_train,) and order.dtype.kind in "iu"
-            and np.array_equal(np.sort(order), np.arange(n_train)))):
-        raise bad(f"'loader/order' is not an order of the run's {n_train} training images")
-    history = meta.get("history")
-    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history) \
-            or len(history) != progress["epoch"]:
+    problem = history_problem(meta.get("history"))
+    if problem:
+        raise bad(f"'history' {problem}")
+    if len(meta["history"]) != progress["epoch"]:
         raise bad(f"'history' must list one record per finished epoch ({progress['epoch']})")
     if not isinstance(meta.get("optimizer"), dict) or not isinstance(meta.get("loader"), dict):
         raise bad("'optimizer' and 'loader' must be records")
+    if not isinstance(meta.get("backend_rng"), (dict, type(None))):
+        raise bad("'backend_rng' must be a generator state or null")
+
+
+def check_progress(meta: dict[str, Any], arrays: dict[str, np.ndarray], n_train: int, n_batches: int) -> None:
+    """Check a checkpoint's position inside the epoch against the run's data (read_checkpoint has checked
+    its records), so that a damaged file fails here, naming what is wrong."""
+    batch = meta["progress"]["batch"]
+    if batch >= n_batches:
+        raise CheckpointError(f"{meta['path']}: stopped at batch {batch}, but an epoch of this run has {n_batches}")
+    order = arrays.get("loader/order")
+    if batch and (order is None or not (  # runs shuffle, so a stop mid-epoch saves the order
+            order.shape == (n_train,) and order.dtype.kind in "iu"
+            and np.array_equal(np.sort(order), np.arange(n_train)))):
+        raise CheckpointError(f"{meta['path']}: 'loader/order' is not an order of the run's {n_train} training images")
 
 
 # -- the run folder ---------------------------------------------------------------------------------
@@ -246,8 +300,121 @@ def new_run_dir(config: RunConfig, parent: str | Path = "runs") -> Path:
             path = parent / f"{stem}-{n}"
 
 
+class RunInUseError(Exception):
+    """Another process holds the run folder (see :func:`hold_run_dir`); the message names it."""
+
+
+_held: dict[Path, int] = {}  # the run folders this process holds, and how deeply nested
+
+
+@contextmanager
+def hold_run_dir(run_dir: str | Path, *, create: bool = False) -> Iterator[Path]:
+    """Own ``run_dir`` for the block, so that no other process writes the same run at the same time.
+
+    The ownership is an OS lock on RUN_DIR/.lock, which also names the holder for the error another
+    process gets (:class:`RunInUseError`); the OS drops it when the holder ends, even on kill -9. Taking
+    it clears the temporaries of writes that a killed holder left. Holds nest within one process.
+    With ``create``, missing folders are made, and removed again if the block fails before writing anything.
+    """
+    run_dir = Path(run_dir)
+    made = _make_dirs(run_dir) if create else []
+    try:
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"{run_dir} is not a run folder (no such folder)")
+        key = run_dir.resolve()
+        if key in _held:
+            _held[key] += 1
+            try:
+                yield run_dir
+            finally:
+                _held[key] -= 1
+            return
+        fd = _lock(run_dir)
+        _held[key] = 1
+        try:
+            remove_temp_files(run_dir, RUN_FILES)
+            yield run_dir
+        finally:
+            del _held[key]
+            os.close(fd)  # which releases the lock
+    except BaseException:
+        remove_unused(made)
+        raise
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """Make ``path`` and its missing parents; returns those it made, deepest first."""
+    missing = list(takewhile(lambda p: not p.exists(), (path, *path.parents)))
+    path.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_unused(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they hold nothing but a released lock file: a run that
+    failed to start leaves no folders behind."""
+    for folder in folders:
+        with suppress(OSError):
+            if {p.name for p in folder.iterdir()} <= {LOCK}:
+                (folder / LOCK).unlink(missing_ok=True)
+                folder.rmdir()
+                continue
+        return
+
+
+_WINDOWS_LOCK_BYTE = 1 << 20  # msvcrt locks bytes against reading too: lock one past the holder's note
+
+
+def _lock(run_dir: Path) -> int:
+    """Take RUN_DIR/.lock without waiting and write the holder's note into it; returns its descriptor."""
+    path = run_dir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+            os.lseek(fd, _WINDOWS_LOCK_BYTE, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:  # flock, not fcntl's record locks, which a second open of the file in this process would drop
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK):
+            raise
+        raise RunInUseError(f"{run_dir} is in use by {_holder(path)}: one process at a time trains a run "
+                            "folder") from None
+    note = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(note).encode())
+    return fd
+
+
+def _holder(lock: Path) -> str:
+    """The holder's note in ``lock`` as words; it is written just after the lock is taken, so may be missing."""
+    try:
+        note = json.loads(lock.read_text())
+        return f"process {int(note['pid'])} on {note['host']} since {note['since']}"
+    except (OSError, ValueError, TypeError, KeyError):
+        return "another process"
+
+
 def write_config(run_dir: Path, config: RunConfig) -> None:
     atomic_write(run_dir / CONFIG, lambda f: f.write(json.dumps(asdict(config), indent=1).encode()))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The history in a run's metrics.json, checked to hold what plotting reads."""
+    path = Path(run_dir) / METRICS_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {METRICS_JSON} yet: it has not finished an epoch")
+    try:
+        history = json.loads(path.read_text())
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    problem = history_problem(history)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    return history
 
 
 def read_config(run_dir: Path) -> RunConfig:
@@ -312,14 +479,33 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
     This is :func:`~backprop.training.fit` with the run's callbacks: a checkpoint, the weights and the
     metrics files after every epoch, Ctrl-C, a progress bar and a line per epoch through ``say``.
     Returns the history (one record per epoch). On Ctrl-C it saves a checkpoint after the current batch
-    and raises :class:`Interrupted`.
+    and raises :class:`Interrupted`. The run holds its folder throughout (:func:`hold_run_dir`).
     """
-    run_dir = Path(run_dir)
+    with hold_run_dir(run_dir, create=not resume) as run_dir:
+        return _train(config, run_dir, resume=resume, data_dir=data_dir, download=download, progress=progress,
+                      say=say)
+
+
+# Fields a resumed run may change: a new total of epochs, another backend, the data's new place.
+RESUMABLE_CHANGES = ("epochs", "backend", "data_source")
+
+
+def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | None, download: bool, progress: bool,
+           say: Callable[[str], None]) -> list[dict[str, Any]]:
     backend = get_backend(config.backend, config.dtype)
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {}
     if resume:
         arrays, meta = read_checkpoint(run_dir)
+        saved = RunConfig.from_dict(meta["config"])
+        changed = [f"{f.name} {getattr(saved, f.name)!r} there, {getattr(config, f.name)!r} here" for f in fields(saved)
+                   if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)]
+        if changed:
+            raise CheckpointError(f"{meta['path']} belongs to another run than {run_dir / CONFIG} "
+                                  f"({'; '.join(changed)}), so it cannot be resumed")
+    elif (run_dir / CHECKPOINT).exists():
+        raise FileExistsError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+                              "or choose another --run-dir")
     data = load_data(config, data_dir, download=download, progress=progress, say=say)
     sha256 = training_data_sha256(data, config)
     if resume and config.data_sha256 not in (None, sha256):
@@ -342,13 +528,15 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{meta['path']}: {exc}") from None
         if meta.get("backend_rng") is not None and _rng_state(backend) is not None:
-            backend.rng.bit_generator.state = meta["backend_rng"]
+            try:
+                backend.rng.bit_generator.state = meta["backend_rng"]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"{meta['path']}: 'backend_rng' is not a state of the backend's generator "
+                                      f"({exc!r})") from None
         elif _rng_state(backend) is not None or meta.get("backend_rng") is not None:
             say("note: the backend's random generator could not be restored, so Dropout masks after resuming "
                 "differ from an uninterrupted run")
         state = TrainingState(**meta["progress"], order=arrays.get("loader/order"), history=meta["history"])
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
     say(f"{config.model} on {data.spec.title} ({len(train_loader.x):,} training / {len(test_loader.x):,} test images "
         f"from {data.source}); {config.optimizer} lr {config.lr:g}, batch {config.batch_size}, backend "

@@ -151,6 +151,13 @@ def test_plot(tmp_path, capsys, monkeypatch):
     (["train", "--dataset", "cifar"], "invalid choice"),
     (["train", "--resume", "x", "--run-dir", "y"], "not allowed with"),
     (["train", "--resume", "x", "--lr", "0.1"], "--lr cannot change on --resume"),
+    (["train", "--resume", "", *SMALL], "argument --resume: expected a path, got an empty string"),
+    (["train", "--run-dir", "", *SMALL], "argument --run-dir: expected a path, got an empty string"),
+    (["train", "--data-dir", " ", *SMALL], "argument --data-dir: expected a path, got an empty string"),
+    (["eval", ""], "argument CHECKPOINT: expected a path"),
+    (["eval", "run", "--data-dir", ""], "argument --data-dir: expected a path"),
+    (["plot", ""], "argument RUN_DIR: expected a path"),
+    (["plot", "run", "-o", ""], "argument -o/--output: expected a path"),
     (["eval"], "required"),
     ([], "required"),
 ])
@@ -170,15 +177,31 @@ def test_bad_arguments_are_argparse_errors(argv, message, capsys):
     (["train", "--resume", "broken"], "not a valid run configuration"),
     (["train", "--resume", "a-list"], "expected a JSON object, got list"),
     (["train", "--resume", "text-epochs"], "'epochs' must be int, got '3'"),
+    (["train", "--resume", "float16"], "'dtype' must be one of float32, float64, got 'float16'"),
+    (["train", "--resume", "dtype-3"], "'dtype' must be str, got 3"),
+    (["train", "--resume", "zero-lr"], "'lr' must be a finite number > 0, got 0"),
+    (["train", "--resume", "no-model"], "'model' must be one of simpleconvnet,"),
+    (["train", "--run-dir", "a-file/run", *SMALL], "a-file/run: Not a directory"),
+    (["train", "--run-dir", "a-file", *SMALL], "a-file: File exists"),
+    (["plot", "bad-metrics"], "bad-metrics/metrics.json: record 0 must hold numbers for epoch, loss,"),
+    (["plot", "not-json"], "not-json/metrics.json: not valid JSON"),
+    (["plot", "a-dict"], "a-dict/metrics.json: must be a list of epoch records, not dict"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
     (tmp_path / "empty").mkdir()
-    for name, text in [("broken", '{"model": '), ("a-list", "[1]"), ("text-epochs", '{"epochs": "3"}')]:
+    (tmp_path / "a-file").write_text("")
+    for name, text in [("broken", '{"model": '), ("a-list", "[1]"), ("text-epochs", '{"epochs": "3"}'),
+                       ("float16", '{"dtype": "float16"}'), ("dtype-3", '{"dtype": 3}'), ("zero-lr", '{"lr": 0}'),
+                       ("no-model", '{"model": "resnet"}'), ("bad-metrics", "{}"), ("not-json", "{}"),
+                       ("a-dict", "{}")]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(text)
+    (tmp_path / "bad-metrics" / "metrics.json").write_text('[{"epoch": 1, "loss": 0.5}]')
+    (tmp_path / "not-json" / "metrics.json").write_bytes(b"\xff[")
+    (tmp_path / "a-dict" / "metrics.json").write_text('{"epoch": 1}')
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
 
 
 def test_zero_weight_decay_is_accepted_however_written():
@@ -248,6 +271,16 @@ def _edit(arrays: dict, meta: dict, edit: str) -> None:
         arrays["loader/order"] = np.arange(5)
     elif edit == "history not a list":
         meta["history"] = {"epoch": 1}
+    elif edit == "a history record without its loss":
+        meta["history"] = [{"epoch": 1}]
+    elif edit == "a damaged generator state":
+        meta["backend_rng"] = {"bit_generator": "PCG64", "state": "x"}
+    elif edit == "a generator state of another kind":
+        meta["backend_rng"] = [1, 2]
+    elif edit == "no config":
+        del meta["config"]
+    elif edit == "a config with a damaged dtype":
+        meta["config"]["dtype"] = "float16"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -260,7 +293,12 @@ def _edit(arrays: dict, meta: dict, edit: str) -> None:
     ("stopped past the epoch's end", "an epoch of this run has 6"),
     ("mid-epoch without the order", "is not an order of the run's 300 training images"),
     ("an order of the wrong images", "is not an order of the run's 300 training images"),
-    ("history not a list", "'history' must list one record per finished epoch"),
+    ("history not a list", "'history' must be a list of epoch records, not dict"),
+    ("a history record without its loss", "'history' record 0 must hold numbers for epoch, loss"),
+    ("a damaged generator state", "'backend_rng' is not a state of the backend's generator"),
+    ("a generator state of another kind", "'backend_rng' must be a generator state or null"),
+    ("no config", "its 'config' is not a valid run configuration (expected a JSON object, got NoneType)"),
+    ("a config with a damaged dtype", "its 'config' is not a valid run configuration ('dtype' must be one of"),
 ])
 def test_a_damaged_checkpoint_is_refused_before_training(tmp_path, capsys, edit, message):
     import shutil
@@ -277,6 +315,10 @@ def test_a_damaged_checkpoint_is_refused_before_training(tmp_path, capsys, edit,
     err = capsys.readouterr().err
     assert message in err and "checkpoint.npz" in err and "Traceback" not in err, err
     assert (tmp_path / "bad" / "checkpoint.npz").read_bytes() == before
+    if "config" in edit:  # eval reads the checkpoint's config
+        assert main(["eval", "bad"]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
 
 
 def test_an_existing_run_is_not_overwritten(capsys):
