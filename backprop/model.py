@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from backprop.backends import Backend
-from backprop.checkpoint import CheckpointError, check_arrays, load_arrays, save_arrays
+from backprop.checkpoint import ArraySpec, CheckpointError, check_arrays, load_arrays, save_arrays
 from backprop.layers.activations import ReLU, Sigmoid, Softmax, Tanh
 from backprop.layers.base import Layer
 from backprop.layers.pool import ReLUMaxPool2D
@@ -167,20 +167,26 @@ class Sequential(Layer):
         """Put ``arrays`` (from :meth:`state_dict`) into the model, after checking the layer names
         (``layers``, when the source recorded them) and every array's name, shape and dtype; on any
         mismatch raise :class:`CheckpointError` naming ``source`` and leave the model unchanged."""
-        if layers is not None and layers != self._layer_names():
-            raise CheckpointError(f"{source}: saved from layers {layers}, this model has {self._layer_names()}")
-        current = self.state_arrays()
-        check_arrays(source, arrays, {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in current.items()})
-        for name, target in current.items():
+        check_arrays(source, arrays, self._expect(layers, source))
+        for name, target in self.state_arrays().items():
             target[...] = self.backend.asarray(arrays[name])
         return self
 
     def load(self, path: str | os.PathLike) -> Sequential:
         """Read weights saved by :meth:`save`; on any mismatch raise and leave the model unchanged."""
-        arrays, meta = load_arrays(path)
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        def expect(meta: dict[str, Any]) -> dict[str, ArraySpec]:
+            if meta.get("format") != CHECKPOINT_FORMAT:
+                raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+            return self._expect(meta.get("layers"), path)
+
+        arrays, meta = load_arrays(path, expect)  # checked against this model before any array is read
         return self.load_state_dict(arrays, meta.get("layers"), path)
+
+    def _expect(self, layers: list[str] | None, source: str | os.PathLike) -> dict[str, ArraySpec]:
+        """The name, shape and dtype of every state array, once the saved ``layers`` (if known) match."""
+        if layers is not None and layers != self._layer_names():
+            raise CheckpointError(f"{source}: saved from layers {layers}, this model has {self._layer_names()}")
+        return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in self.state_arrays().items()}
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, x: Any, y: Any = None, **kwargs: Any) -> dict[str, list[float]]:

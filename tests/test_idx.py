@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from backprop.data.idx import IdxError, encode_idx, read_idx, write_idx
+from bounded import gzip_bomb, peak_rss
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
@@ -85,7 +86,7 @@ def test_corrupt_contents_inside_good_gzip(tmp_path, case):
 
 
 def test_damaged_gzip_streams(tmp_path):
-    packed = gzip.compress(GOOD * 50)
+    packed = gzip.compress(encode_idx((np.arange(1200) % 251).astype(np.uint8).reshape(50, 24)))
     truncated = tmp_path / "truncated.gz"
     truncated.write_bytes(packed[: len(packed) // 2])
     with pytest.raises(IdxError, match="damaged or truncated gzip") as info:
@@ -108,5 +109,39 @@ def test_a_header_whose_size_overflows_64_bits_is_an_error_naming_the_file(tmp_p
     """2^22 * 2^22 * 2^20 wraps to 0 in int64: the size check must not be fooled into reading nothing."""
     path = tmp_path / "wild-idx3-ubyte"
     path.write_bytes(struct.pack(">HBB3I", 0, 8, 3, 1 << 22, 1 << 22, 1 << 20))
-    with pytest.raises(IdxError, match="wild-idx3-ubyte: truncated"):
+    with pytest.raises(IdxError, match="wild-idx3-ubyte: the header declares shape .* more than the"):
         read_idx(path)
+
+
+def test_a_header_claiming_more_than_the_limit_is_refused_before_reading(tmp_path):
+    path = tmp_path / "big-idx1-ubyte"
+    path.write_bytes(encode_idx(np.zeros(100, np.uint8)))
+    with pytest.raises(IdxError, match=r"big-idx1-ubyte: the header declares shape \(100,\) of uint8, 100 bytes, "
+                                       "more than the 99 allowed"):
+        read_idx(path, max_bytes=99)
+    np.testing.assert_array_equal(read_idx(path, max_bytes=100), np.zeros(100, np.uint8))
+
+
+def test_a_gzip_bomb_after_the_data_is_refused_without_inflating_it(tmp_path):
+    """10 bytes of data, then 1 GiB of zeros (4.6 MB gzipped): only the declared bytes are decompressed."""
+    path = gzip_bomb(tmp_path / "bomb-idx1-ubyte.gz", encode_idx(np.arange(10, dtype=np.uint8)), 1 << 30)
+    error, mib = peak_rss(f"from backprop.data.idx import read_idx\nread_idx({str(path)!r})")
+    assert error.startswith(f"IdxError: {path}: unexpected bytes after the data of shape (10,)"), error
+    assert mib < 300, f"peak RSS {mib} MiB"
+
+
+@pytest.mark.parametrize("kind", ["folder", "device"])
+def test_a_folder_or_device_is_an_idx_error_not_a_hang(tmp_path, kind):
+    path = tmp_path / "train-images-idx3-ubyte"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to("/dev/zero")  # read whole, it never ends
+    with pytest.raises(IdxError, match="not a file"):
+        read_idx(path)
+
+
+def test_a_symlink_to_a_good_file_reads(tmp_path):
+    target = write_idx(tmp_path / "real.gz", np.arange(5, dtype=np.int16))
+    (tmp_path / "link").symlink_to(target)
+    np.testing.assert_array_equal(read_idx(tmp_path / "link"), np.arange(5))

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from backprop.data.mnist import (
     load_mnist,
     load_mnist_subset,
 )
+from bounded import gzip_bomb, peak_rss
 
 # The full MNIST files: $BACKPROP_DATA, else shared/data/mnist beside the repository (CI's layout).
 FULL_DIR = Path(os.environ.get("BACKPROP_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
@@ -113,6 +115,17 @@ def test_contents_are_checked(tmp_path, part, change, message):
     write_idx(tmp_path / f"{STEMS[part]}.gz", change(arrays[part]))
     with pytest.raises(IdxError, match=message):
         load_mnist(tmp_path, download=False)
+
+
+def test_an_images_file_claiming_more_than_mnist_could_hold_is_refused_unread(tmp_path):
+    """A million 28x28 images (784 MB, 3.4 MB gzipped): past MAX_IMAGES, so refused from the header."""
+    write_fake(tmp_path)
+    path = tmp_path / f"{STEMS['train_images']}.gz"
+    gzip_bomb(path, struct.pack(">HBB3I", 0, 8, 3, 1_000_000, 28, 28), 1_000_000 * 28 * 28)
+    error, mib = peak_rss(f"from backprop.data.mnist import load_mnist\nload_mnist({str(tmp_path)!r}, download=False)")
+    assert error.startswith(f"IdxError: {path}: the header declares shape (1000000, 28, 28) of uint8, "
+                            "784,000,000 bytes, more than the 470,400,000 allowed"), error
+    assert mib < 300, f"peak RSS {mib} MiB"
 
 
 def test_unknown_dataset():

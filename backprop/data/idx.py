@@ -18,9 +18,10 @@ from typing import IO
 
 import numpy as np
 
-from backprop.checkpoint import atomic_write
+from backprop.checkpoint import Readable, atomic_write, read_exactly
 
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_BYTES = 1 << 30  # the most data read_idx reads by default: twenty times MNIST's training images
 
 # type code -> dtype of the (big-endian) data
 TYPE_CODES: dict[int, np.dtype] = {
@@ -38,47 +39,63 @@ class IdxError(ValueError):
     """A file that is not a well-formed IDX file; the message names the file and the problem."""
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """The contents of ``path``, decompressed when it is gzipped; a damaged gzip stream is an IdxError."""
-    path = Path(path)
-    raw = path.read_bytes()
-    if not raw.startswith(GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise IdxError(f"{path}: damaged or truncated gzip data ({exc}); delete it and fetch it again") from None
-
-
-def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """The array held by the IDX bytes ``data`` (native byte order); ``name`` appears in errors."""
-    if len(data) < 4:
-        raise IdxError(f"{name}: {len(data)} bytes is too short for an IDX file (truncated or empty)")
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
+def _read_header(f: Readable, name: str, max_bytes: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the header at the start of ``f``, refused when the data would exceed ``max_bytes``."""
+    head = f.read(4)
+    if len(head) < 4:
+        raise IdxError(f"{name}: {len(head)} bytes is too short for an IDX file (truncated or empty)")
+    zero, code, ndim = struct.unpack(">HBB", head)
     if zero != 0 or code not in TYPE_CODES:
-        raise IdxError(f"{name}: not an IDX file (magic number 0x{data[:4].hex()}; IDX files start with "
+        raise IdxError(f"{name}: not an IDX file (magic number 0x{head.hex()}; IDX files start with "
                        f"0x0000 then a type code 08, 09, 0B, 0C, 0D or 0E)")
     if ndim == 0:
         raise IdxError(f"{name}: IDX header declares 0 dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise IdxError(f"{name}: truncated inside the header ({len(data)} of {header} bytes)")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise IdxError(f"{name}: truncated inside the header ({4 + len(dims)} of {4 + 4 * ndim} bytes)")
+    shape = struct.unpack(f">{ndim}I", dims)
     dtype = TYPE_CODES[code]
-    expected = math.prod(shape) * dtype.itemsize  # Python ints: np.prod would wrap around on a wild header
-    found = len(data) - header
-    if found < expected:
-        raise IdxError(f"{name}: truncated: shape {shape} needs {expected:,} bytes of data, found {found:,}")
-    if found > expected:
-        raise IdxError(f"{name}: {found - expected:,} unexpected bytes after the data of shape {shape} "
-                       "(wrong dimensions in the header, or a foreign file)")
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))  # a writable copy in native byte order
+    size = math.prod(shape) * dtype.itemsize  # Python ints: np.prod would wrap around on a wild header
+    if size > max_bytes:
+        raise IdxError(f"{name}: the header declares shape {shape} of {dtype.name}, {size:,} bytes, more than "
+                       f"the {max_bytes:,} allowed (a damaged header or a decompression bomb)")
+    return shape, dtype
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file, gzipped or raw; any damage is an :class:`IdxError` naming ``path``."""
-    return parse_idx(read_bytes(path), str(path))
+def _read_data(f: Readable, name: str, max_bytes: int) -> np.ndarray:
+    """The header, then exactly the bytes it declares: a short payload or any byte after it is refused."""
+    shape, dtype = _read_header(f, name, max_bytes)
+    size = math.prod(shape) * dtype.itemsize
+    data = read_exactly(f, size)
+    if len(data) < size:
+        raise IdxError(f"{name}: truncated: shape {shape} needs {size:,} bytes of data, found {len(data):,}")
+    if f.read(1):
+        raise IdxError(f"{name}: unexpected bytes after the data of shape {shape} (wrong dimensions in the "
+                       "header, or a foreign file)")
+    array = data.view(dtype).reshape(shape)
+    return array if array.dtype.isnative else array.byteswap(inplace=True).view(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> np.ndarray:
+    """Read an IDX file, gzipped or raw; any damage is an :class:`IdxError` naming ``path``.
+
+    Only the bytes the header declares are read (and decompressed), after checking they are at most
+    ``max_bytes``, so a small file cannot make the reader allocate gigabytes.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise IdxError(f"{path}: not a file (a folder or a device)")
+    with open(path, "rb") as raw:
+        if raw.read(2) != GZIP_MAGIC:
+            raw.seek(0)
+            return _read_data(raw, str(path), max_bytes)
+        raw.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+                return _read_data(gz, str(path), max_bytes)
+        except (EOFError, OSError, zlib.error) as exc:  # a bad CRC or header is a gzip.BadGzipFile, an OSError
+            raise IdxError(f"{path}: damaged or truncated gzip data ({exc}); delete it and fetch it "
+                           "again") from None
 
 
 def encode_idx(array: np.ndarray) -> bytes:

@@ -13,6 +13,7 @@ Fashion-MNIST is by Zalando Research (Han Xiao, Kashif Rasul, Roland Vollgraf), 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backprop.data.download import Digests, DownloadError, download
-from backprop.data.idx import IdxError, read_idx
+from backprop.data.download import DownloadError, download
+from backprop.data.idx import IdxError, encode_idx, read_idx
 
 ENV_VAR = "BACKPROP_DATA"
 PARTS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -30,6 +31,7 @@ STEMS = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-label
          "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 SUBSET_FILE = "mnist_subset.npz"
 SUBSET_FORMAT = "backprop.mnist-subset/1"
+MAX_IMAGES = 600_000  # ten times MNIST's training set: bounds what a (forged) header can make us read
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -152,13 +154,19 @@ def _where_to_put(ds: DatasetSpec) -> str:
             f"line) or set {ENV_VAR} to it; or place them in {cache_dir(ds.name)}")
 
 
-def _check_not_another_dataset(files: dict[str, Path], ds: DatasetSpec) -> None:
-    """MNIST and Fashion-MNIST files have the same names and shapes: tell them apart by the labels' sums."""
-    labels = files["train_labels"]
-    sums = Digests()
-    sums.update(labels.read_bytes())
+def _check_not_another_dataset(labels: Path, array: np.ndarray, ds: DatasetSpec) -> None:
+    """MNIST and Fashion-MNIST files have the same names and shapes: tell them apart by the labels' sums.
+
+    Known sums are of the file as published or of its decompressed bytes; as the IDX reader takes no
+    byte beyond the data, the latter are exactly ``encode_idx(array)``, and the file is hashed in chunks.
+    """
+    raw = hashlib.sha256()
+    with open(labels, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            raw.update(chunk)
+    sums = {raw.hexdigest(), hashlib.sha256(encode_idx(array)).hexdigest()}
     for other in DATASETS.values():
-        if other is not ds and set(sums.hexdigests()) & set(other.sha256["train_labels"]):
+        if other is not ds and sums & set(other.sha256["train_labels"]):
             raise IdxError(f"{labels}: these are {other.title} files, not {ds.title}: put the {ds.title} files in "
                            f"their own folder (or a {ds.name}/ subfolder of {ENV_VAR}) and point there")
 
@@ -169,8 +177,9 @@ def read_files(files: dict[str, Path], ds: DatasetSpec, source: str | None = Non
     ``source`` (default: the absolute path of their folder) is recorded as where they came from."""
     if source is None:
         source = str(files["train_images"].parent.resolve())
-    _check_not_another_dataset(files, ds)
-    arrays = {part: read_idx(path) for part, path in files.items()}
+    arrays = {part: read_idx(path, MAX_IMAGES * (28 * 28 if part.endswith("images") else 1))
+              for part, path in files.items()}
+    _check_not_another_dataset(files["train_labels"], arrays["train_labels"], ds)
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         ipath, lpath = files[f"{split}_images"], files[f"{split}_labels"]
