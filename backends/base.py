@@ -122,20 +122,27 @@ class Backend:
         """A host NumPy copy (or view, on the CPU) of a backend array."""
         return np.asarray(a)
 
-    def check_array(self, a: Array, what: str, dtype: DTypeLike | None = None, hint: str = "") -> None:
+    def check_array(self, a: Array, what: str, dtype: DTypeLike | None = None, model_dtype: bool = False) -> None:
         """Refuse, naming the fix, an array of another backend, or of another dtype than ``dtype``
-        (default: float32 or float64), byte order included; ``hint`` adds another fix. Metadata only:
-        it runs on every call of every layer and kernel."""
+        (default: float32 or float64), byte order included; ``model_dtype``: ``dtype`` is the model's,
+        and converting the model is a fix too. Metadata only: it runs on every call of every layer and
+        kernel."""
+        if self._fits(a, dtype):
+            return
         if not self.is_array(a):
             kind = f"{type(a).__module__.split('.')[0]}.{type(a).__name__}"
             raise TypeError(f"{what} is a {kind}, but this runs on the {self.name!r} backend: move it "
                             f"with backend.asarray(x) (or move the model with model.to(...))")
-        if (a.dtype in FLOAT_DTYPES) if dtype is None else a.dtype == dtype:
-            return
         expected = np.dtype(dtype).name if dtype is not None else "float32 or float64"
         order = "" if a.dtype.isnative else " (non-native byte order)"
+        hint = f" or convert the model with model.to(dtype={a.dtype.name!r})" if (
+            model_dtype and a.dtype in FLOAT_DTYPES) else ""
         raise TypeError(f"{what} has dtype {a.dtype}{order}, expected {expected}: cast it with "
                         f"x.astype({np.dtype(dtype or self.dtype).name!r}){hint}")
+
+    def _fits(self, a: Array, dtype: DTypeLike | None) -> bool:
+        """What :meth:`check_array` lets through (the check alone, for the kernels' hot path)."""
+        return self.is_array(a) and ((a.dtype in FLOAT_DTYPES) if dtype is None else a.dtype == dtype)
 
     def zeros(self, shape: Any, dtype: DTypeLike | None = None) -> Array:
         return self.xp.zeros(shape, dtype=self.dtype if dtype is None else dtype)
@@ -176,7 +183,8 @@ class Backend:
         dtype = None
         for name, a in arrays.items():
             if a is not None:
-                self.check_array(a, f"{kernel}'s {name}", dtype)
+                if not self._fits(a, dtype):
+                    self.check_array(a, f"{kernel}'s {name}", dtype)  # raises, naming the operand
                 dtype = a.dtype
 
     def _integers(self, kernel: str, what: str, a: Array) -> None:
@@ -453,7 +461,8 @@ class Backend:
         for name, a in state.items():
             if a is not None:
                 _shape(kernel, name, a, p.shape)
-        if g.ndim > p.ndim or any(d not in (1, s) for d, s in zip(g.shape[::-1], p.shape[::-1], strict=False)):
+        if g.shape != p.shape and (g.ndim > p.ndim or any(d not in (1, s) for d, s in
+                                                          zip(g.shape[::-1], p.shape[::-1], strict=False))):
             raise ValueError(f"{kernel}: the gradient's shape {tuple(g.shape)} does not broadcast to the "
                              f"parameter's {tuple(p.shape)}")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from backprop.backends import Array
-from backprop.backends.base import FLOAT_DTYPES
 from backprop.module import Module
 
 
@@ -47,10 +46,7 @@ class Layer(Module):
         ``expected`` any shape."""
         name = type(self).__name__
         params = self.parameters()
-        dtype = params[0].dtype if params else None
-        hint = (f" or convert the model with model.to(dtype={x.dtype.name!r})"
-                if dtype is not None and self.backend.is_array(x) and x.dtype in FLOAT_DTYPES else "")
-        self.backend.check_array(x, f"{name} input", dtype, hint)
+        self.backend.check_array(x, f"{name} input", params[0].dtype if params else None, model_dtype=True)
         if expected is None:
             return
         if x.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, x.shape, strict=True)):
