@@ -118,79 +118,78 @@ class CupyBackend(Backend):
             return self.rng.random_sample(shape, dtype=self.dtype if dtype is None else dtype)
 
     # -- matrix products and convolution lowering ------------------------------------------------------
-    def matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
+    def _matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
         with self._guard("matmul", a, b):
             # cuBLAS. CuPy's matmul copies an operand that is not C-contiguous, and computes into a
             # temporary when ``out`` is not C-contiguous (conv2d_forward/backward pass transposed views of both
             # kinds): an extra pass that a GPU profile should weigh against other layouts.
             return self.xp.matmul(a, b, out=out)
 
-    def im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
+    def _im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
         if not self._native(x):
-            return super().im2col(x, kernel, stride, pad)
+            return super()._im2col(x, kernel, stride, pad)
         with self._guard("im2col", x):
             return cuda.im2col(x, kernel, stride, pad)
 
-    def col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
+    def _col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
         if not self._native(col):
-            return super().col2im(col, x_shape, kernel, stride, pad)
+            return super()._col2im(col, x_shape, kernel, stride, pad)
         with self._guard("col2im", col):
             return cuda.col2im(col, x_shape, kernel, stride, pad)
 
-    def maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
+    def _maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
         """As the reference, but argmax is int32 (this backend's backward reads its own argmax)."""
         if not self._native(x):
-            return super().maxpool2d(x, kernel, stride, pad)
+            return super()._maxpool2d(x, kernel, stride, pad)
         with self._guard("maxpool2d", x):
             return cuda.maxpool2d(x, kernel, stride, pad)
 
-    def maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
+    def _maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                            stride: Pair, pad: Pair) -> Any:
         if not self._native(dout):
-            return super().maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
+            return super()._maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
         with self._guard("maxpool2d_backward", dout):
             return cuda.maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
 
     # -- activations ---------------------------------------------------------------------------------
     def _activation(self, name: str, *arrays: Any) -> Any:
         if not self._native(*arrays):
-            return getattr(super(), name)(*arrays)
+            return getattr(super(), "_" + name)(*arrays)
         with self._guard(name, *arrays):
             return getattr(cuda, name)(*arrays)
 
-    def relu(self, x: Any) -> Any:
+    def _relu(self, x: Any) -> Any:
         return self._activation("relu", x)
 
-    def relu_backward(self, dout: Any, y: Any) -> Any:
+    def _relu_backward(self, dout: Any, y: Any) -> Any:
         return self._activation("relu_backward", dout, y)
 
-    def sigmoid(self, x: Any) -> Any:
+    def _sigmoid(self, x: Any) -> Any:
         return self._activation("sigmoid", x)
 
-    def sigmoid_backward(self, dout: Any, y: Any) -> Any:
+    def _sigmoid_backward(self, dout: Any, y: Any) -> Any:
         return self._activation("sigmoid_backward", dout, y)
 
-    def tanh(self, x: Any) -> Any:
+    def _tanh(self, x: Any) -> Any:
         return self._activation("tanh", x)
 
-    def tanh_backward(self, dout: Any, y: Any) -> Any:
+    def _tanh_backward(self, dout: Any, y: Any) -> Any:
         return self._activation("tanh_backward", dout, y)
 
-    def softmax(self, x: Any) -> Any:
+    def _softmax(self, x: Any) -> Any:
         if x.ndim == 0 or x.size == 0:
-            return super().softmax(x)
+            return super()._softmax(x)
         return self._activation("softmax", x)
 
-    def softmax_backward(self, dout: Any, y: Any) -> Any:
+    def _softmax_backward(self, dout: Any, y: Any) -> Any:
         if dout.ndim == 0 or dout.size == 0:
-            return super().softmax_backward(dout, y)
+            return super()._softmax_backward(dout, y)
         return self._activation("softmax_backward", dout, y)
 
-    def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
+    def _softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
         labels = target.ndim == 1  # as the reference decides: (N,) labels, else (N, K) probabilities
-        if (logits.ndim != 2 or logits.size == 0 or (labels and np.dtype(target.dtype).kind not in "iu")
-                or not self._native(logits, *(() if labels else (target,)))):
-            return super().softmax_cross_entropy(logits, target)
+        if not self._native(logits, *(() if labels else (target,))):
+            return super()._softmax_cross_entropy(logits, target)
         with self._guard("softmax_cross_entropy", logits, target):
             return cuda.softmax_cross_entropy(logits, target)
 
@@ -200,30 +199,30 @@ class CupyBackend(Backend):
         C-contiguous arrays; anything else goes to the reference."""
         return self._native(p, g, *state, in_place=(p, *state)) and all(a.shape == p.shape for a in (g, *state))
 
-    def sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
+    def _sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
                    nesterov: bool) -> None:
         state = () if velocity is None else (velocity,)
         if not self._native_update(p, g, *state):
-            return super().sgd_update(p, g, velocity, lr, momentum, nesterov)
+            return super()._sgd_update(p, g, velocity, lr, momentum, nesterov)
         with self._guard("sgd_update", p):
             cuda.sgd_update(p, g, velocity, lr, momentum, nesterov)
 
-    def adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
+    def _adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
         if not self._native_update(p, g, sum_sq):
-            return super().adagrad_update(p, g, sum_sq, lr, eps)
+            return super()._adagrad_update(p, g, sum_sq, lr, eps)
         with self._guard("adagrad_update", p):
             cuda.adagrad_update(p, g, sum_sq, lr, eps)
 
-    def rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
+    def _rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
         if not self._native_update(p, g, mean_sq):
-            return super().rmsprop_update(p, g, mean_sq, lr, rho, eps)
+            return super()._rmsprop_update(p, g, mean_sq, lr, rho, eps)
         with self._guard("rmsprop_update", p):
             cuda.rmsprop_update(p, g, mean_sq, lr, rho, eps)
 
-    def adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
+    def _adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
                     eps: float, step: int) -> None:
         if not self._native_update(p, g, m, v):
-            return super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
+            return super()._adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
         with self._guard("adam_update", p):
             cuda.adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
 

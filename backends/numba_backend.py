@@ -57,7 +57,7 @@ class NumbaBackend(Backend):
         super().__init__(dtype, seed)
 
     # -- convolution lowering and pooling -------------------------------------------------------
-    def im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
+    def _im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
         n, c, h, w = x.shape
         oh = conv_output_size(h, kernel[0], stride[0], pad[0])
         ow = conv_output_size(w, kernel[1], stride[1], pad[1])
@@ -65,7 +65,7 @@ class NumbaBackend(Backend):
         self.k.im2col(np.ascontiguousarray(x), col, *stride, *pad)
         return col.reshape(c * kernel[0] * kernel[1], n * oh * ow).T  # column-major, as the reference's
 
-    def col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
+    def _col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
         n, c, h, w = x_shape
         oh = conv_output_size(h, kernel[0], stride[0], pad[0])
         ow = conv_output_size(w, kernel[1], stride[1], pad[1])
@@ -74,80 +74,71 @@ class NumbaBackend(Backend):
         self.k.col2im(patches, img, *stride, *pad)
         return img
 
-    def maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
+    def _maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
         if not _is_2x2(kernel, stride, pad):
-            return super().maxpool2d(x, kernel, stride, pad)
+            return super()._maxpool2d(x, kernel, stride, pad)
         n, c, h, w = x.shape
         out = np.empty((n, c, h // 2, w // 2), dtype=x.dtype)
         argmax = np.empty(out.shape, dtype=np.int8)
         self.k.maxpool2d_2x2(np.ascontiguousarray(x), out, argmax)
         return out, argmax
 
-    def maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
+    def _maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                            stride: Pair, pad: Pair) -> Any:
         return self._maxpool2d_backward_2x2(dout, None, argmax, x_shape, kernel, stride, pad)
 
-    def maxpool2d_relu_backward(self, dout: Any, y: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
+    def _maxpool2d_relu_backward(self, dout: Any, y: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                                 stride: Pair, pad: Pair) -> Any:
         return self._maxpool2d_backward_2x2(dout, y, argmax, x_shape, kernel, stride, pad)
 
     def _maxpool2d_backward_2x2(self, dout: Any, y: Any | None, argmax: Any, x_shape: tuple[int, ...],
                                 kernel: Pair, stride: Pair, pad: Pair) -> Any:
         """Both pooling gradients (``y`` given: through the ReLU before it) by one kernel, or, for
-        anything but a fitting 2x2 window, by the reference."""
-        n, c, h, w = x_shape
-        fits = dout.shape == argmax.shape == (n, c, h // 2, w // 2) and (y is None or y.shape == dout.shape)
-        if not (_is_2x2(kernel, stride, pad) and fits):
+        anything but a 2x2 window, by the reference (the public methods checked the shapes)."""
+        if not _is_2x2(kernel, stride, pad):
             if y is None:
-                return super().maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
-            return super().maxpool2d_relu_backward(dout, y, argmax, x_shape, kernel, stride, pad)
+                return super()._maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
+            return super()._maxpool2d_relu_backward(dout, y, argmax, x_shape, kernel, stride, pad)
         dx = np.empty(x_shape, dtype=dout.dtype)
         self.k.maxpool2d_backward_2x2(np.ascontiguousarray(dout), np.ascontiguousarray(argmax),
                                       None if y is None else np.ascontiguousarray(y), dx)
         return dx
 
     # -- bias -----------------------------------------------------------------------------------------
-    def add_bias(self, y: Any, b: Any) -> None:
-        if not (y.flags.c_contiguous and y.ndim >= 2 and b.shape == y.shape[1:2] and b.dtype == y.dtype):
-            return super().add_bias(y, b)  # the reference, which raises on what does not fit
+    def _add_bias(self, y: Any, b: Any) -> None:
+        if not y.flags.c_contiguous:
+            return super()._add_bias(y, b)
         self.k.add_bias(_channels(y), np.ascontiguousarray(b))
 
-    def bias_grad(self, dout: Any, out: Any) -> None:
-        if not (dout.ndim >= 2 and out.shape == dout.shape[1:2] and out.dtype == dout.dtype
-                and out.flags.c_contiguous):
-            return super().bias_grad(dout, out)
+    def _bias_grad(self, dout: Any, out: Any) -> None:
+        if not out.flags.c_contiguous:
+            return super()._bias_grad(dout, out)
         self.k.bias_grad(_channels(np.ascontiguousarray(dout)), out)
 
     # -- activations ------------------------------------------------------------------------------
     def _map(self, kernel: Callable[..., None], *arrays: Any) -> Any:
-        """Run an elementwise kernel over flat contiguous copies (or views) of same-shaped arrays."""
-        if any(a.shape != arrays[0].shape for a in arrays):
-            raise ValueError(f"{kernel.__name__}: the arrays must have one shape, got "
-                             f"{', '.join(str(a.shape) for a in arrays)}")
+        """Run an elementwise kernel over flat contiguous copies (or views) of same-shaped arrays (the
+        public methods checked the shapes: Numba would read past the end of a shorter one)."""
         out = np.empty(arrays[0].shape, dtype=arrays[0].dtype)
         kernel(*(_flat(a) for a in arrays), out.reshape(-1))
         return out
 
-    def relu(self, x: Any) -> Any:
+    def _relu(self, x: Any) -> Any:
         return self._map(self.k.relu, x)
 
-    def relu_backward(self, dout: Any, y: Any) -> Any:
+    def _relu_backward(self, dout: Any, y: Any) -> Any:
         return self._map(self.k.relu_backward, dout, y)
 
-    def sigmoid(self, x: Any) -> Any:
+    def _sigmoid(self, x: Any) -> Any:
         return self._map(self.k.sigmoid, x)
 
-    def sigmoid_backward(self, dout: Any, y: Any) -> Any:
+    def _sigmoid_backward(self, dout: Any, y: Any) -> Any:
         return self._map(self.k.sigmoid_backward, dout, y)
 
-    def tanh_backward(self, dout: Any, y: Any) -> Any:
+    def _tanh_backward(self, dout: Any, y: Any) -> Any:
         return self._map(self.k.tanh_backward, dout, y)
 
-    def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
-        fits = logits.ndim == 2 and logits.shape[1] > 0 and (
-            target.shape == logits.shape[:1] if target.ndim == 1 else target.shape == logits.shape)
-        if not fits:
-            return super().softmax_cross_entropy(logits, target)
+    def _softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
         logits = np.ascontiguousarray(logits)
         grad = np.empty_like(logits)
         if target.ndim == 1:
@@ -163,11 +154,11 @@ class NumbaBackend(Backend):
         first = arrays[0]
         return all(a.flags.c_contiguous and a.dtype == first.dtype and a.shape == first.shape for a in arrays)
 
-    def sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
+    def _sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
                    nesterov: bool) -> None:
         arrays = (p, g) if velocity is None else (p, g, velocity)
         if not self._inplace_ok(*arrays):
-            return super().sgd_update(p, g, velocity, lr, momentum, nesterov)
+            return super()._sgd_update(p, g, velocity, lr, momentum, nesterov)
         t = p.dtype.type
         if velocity is None:
             self.k.sgd_update(p.reshape(-1), g.reshape(-1), t(lr))
@@ -175,23 +166,23 @@ class NumbaBackend(Backend):
             self.k.sgd_update_momentum(p.reshape(-1), g.reshape(-1), velocity.reshape(-1), t(lr), t(momentum),
                                        nesterov, _tiny(p))
 
-    def adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
+    def _adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
         if not self._inplace_ok(p, g, sum_sq):
-            return super().adagrad_update(p, g, sum_sq, lr, eps)
+            return super()._adagrad_update(p, g, sum_sq, lr, eps)
         t = p.dtype.type
         self.k.adagrad_update(p.reshape(-1), g.reshape(-1), sum_sq.reshape(-1), t(lr), t(eps))
 
-    def rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
+    def _rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
         if not self._inplace_ok(p, g, mean_sq):
-            return super().rmsprop_update(p, g, mean_sq, lr, rho, eps)
+            return super()._rmsprop_update(p, g, mean_sq, lr, rho, eps)
         t = p.dtype.type
         self.k.rmsprop_update(p.reshape(-1), g.reshape(-1), mean_sq.reshape(-1), t(lr), t(rho), t(1 - rho),
                               t(eps), _tiny(p))
 
-    def adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
+    def _adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
                     eps: float, step: int) -> None:
         if not self._inplace_ok(p, g, m, v):
-            return super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
+            return super()._adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
         t = p.dtype.type
         lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
         self.k.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),

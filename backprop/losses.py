@@ -3,7 +3,8 @@
 Targets are checked before anything is computed: shapes, dtypes, label ranges and probability ranges
 give a ValueError or TypeError that says what was expected. Integer or boolean targets of a loss on
 values (MSE, the binary cross-entropies) are cast to the prediction's dtype first, so that a float32
-model never computes its loss, or its whole backward pass, in float64.
+model never computes its loss, or its whole backward pass, in float64. An empty batch is refused: a
+mean over no values is undefined (NaN), and its gradient would divide by zero.
 """
 
 from __future__ import annotations
@@ -47,17 +48,24 @@ class Loss(Module):
         (any array module; reads the values on the host)."""
 
     def _check(self, pred: Array, target: Array) -> Array:
-        """Check both arrays; returns the target, cast to the prediction's dtype where it holds
-        integer or boolean values and this loss does not take labels."""
+        """Check both arrays (metadata only); returns the target as the loss computes with it: integer
+        labels of any width or byte order as native int64, once, here (a loss on labels), or integer and
+        boolean values cast to the prediction's dtype (a loss on values)."""
         name = type(self).__name__
         self.backend.check_array(pred, f"{name} prediction")
-        if pred.dtype.kind != "f":
-            raise TypeError(f"{name}: predictions must be floating point, got {pred.dtype}")
-        kind = np.dtype(target.dtype).kind
-        self.backend.check_array(target, f"{name} target", pred.dtype if kind == "f" else None)
-        if kind in "biu" and not self.takes_labels:
+        if pred.size == 0:
+            raise ValueError(f"{name}: the batch is empty (predictions of shape {tuple(pred.shape)}), and a mean "
+                             "over no values is undefined: skip empty batches")
+        if not self.backend.is_array(target):
+            self.backend.check_array(target, f"{name} target")  # raises, naming the fix
+        kind = target.dtype.kind
+        if kind in "iu" and self.takes_labels:
+            target = target if target.dtype == np.int64 else target.astype(np.int64)
+        elif kind in "biu" and not self.takes_labels:
             target = target.astype(pred.dtype)
         self.check_target(pred.shape, target)
+        if target.dtype.kind not in "iu":
+            self.backend.check_array(target, f"{name} target", pred.dtype)
         if self.check_values:
             self.check_target_values(pred.shape, target)
         return target

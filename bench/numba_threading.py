@@ -74,12 +74,12 @@ class BlasAside(NumbaBackend):
         super().__init__(np.float32, seed=0, kernels=kernels)
         self.blas = ThreadpoolController().select(user_api="blas").lib_controllers
 
-    def matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
+    def _matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
         before = [lib.num_threads for lib in self.blas]
         for lib in self.blas:
             lib.set_num_threads(1)
         try:
-            return super().matmul(a, b, out)
+            return super()._matmul(a, b, out)
         finally:
             for lib, count in zip(self.blas, before, strict=True):
                 lib.set_num_threads(count)

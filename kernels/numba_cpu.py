@@ -71,6 +71,8 @@ def im2col(x, col, sh, sw, ph, pw):  # pragma: no cover - compiled
     images, re-read once per window offset, stay in cache)."""
     n, c, h, w = x.shape
     kh, kw, oh, ow = col.shape[1], col.shape[2], col.shape[4], col.shape[5]
+    if col.shape[0] != c or col.shape[3] != n or min(sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError("im2col: col must be (C, KH, KW, N, OH, OW) of x's N and C, strides >= 1, pads >= 0")
     for ci in range(c):
         for ky in range(kh):
             for kx in range(kw):
@@ -97,6 +99,8 @@ def col2im(col, img, sh, sw, ph, pw):  # pragma: no cover - compiled
     once per window offset, stays in cache."""
     n, c, h, w = img.shape
     kh, kw, oh, ow = col.shape[1], col.shape[2], col.shape[4], col.shape[5]
+    if col.shape[0] != c or col.shape[3] != n or min(sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError("col2im: col must be (C, KH, KW, N, OH, OW) of img's N and C, strides >= 1, pads >= 0")
     img[...] = 0
     for ci in range(c):
         for ky in range(kh):
@@ -111,6 +115,14 @@ def col2im(col, img, sh, sw, ph, pw):  # pragma: no cover - compiled
 
 
 # -- max pooling: 2x2 windows, stride 2, no padding -------------------------------------------------
+
+@njit(inline="always", **_JIT)
+def _pooled_fits(pooled, argmax, full):
+    """Whether ``pooled`` and ``argmax`` are one (N, C, OH, OW) shape whose 2x2 windows lie inside
+    ``full`` (N, C, H, W): the loops index by the pooled shape and do not check bounds."""
+    return (pooled.shape == argmax.shape and pooled.shape[0] == full.shape[0] and pooled.shape[1] == full.shape[1]
+            and 2 * pooled.shape[2] <= full.shape[2] and 2 * pooled.shape[3] <= full.shape[3])
+
 
 @_kernel()
 def _window_with_nan(x, ni, ci, y0, x0):  # pragma: no cover - compiled
@@ -136,6 +148,8 @@ def maxpool2d_2x2(x, out, argmax):  # pragma: no cover - compiled
     redone by the exact slow path, so the hot loop has no NaN branch."""
     n, c = x.shape[:2]
     oh, ow = out.shape[2], out.shape[3]
+    if not _pooled_fits(out, argmax, x):
+        raise ValueError("maxpool2d_2x2: out and argmax must be (N, C, OH, OW) with OH <= H // 2, OW <= W // 2")
     for ni in prange(n):
         for ci in range(c):
             odd = False
@@ -172,6 +186,9 @@ def maxpool2d_backward_2x2(dout, argmax, relu_out, dx):  # pragma: no cover - co
     winner as NaN or inf, and the other three cells get 0."""
     n, c, h, w = dx.shape
     oh, ow = dout.shape[2], dout.shape[3]
+    if not (_pooled_fits(dout, argmax, dx) and (relu_out is None or relu_out.shape == dout.shape)):
+        raise ValueError("maxpool2d_backward_2x2: dout, argmax (and relu_out) must be (N, C, OH, OW) with "
+                         "OH <= H // 2, OW <= W // 2")
     one, zero = dx.dtype.type(1), dx.dtype.type(0)
     for ni in prange(n):
         for ci in range(c):

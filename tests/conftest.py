@@ -39,8 +39,9 @@ def backend64(request):
 
 
 def overrides(name: str, kernel: str) -> bool:
-    """Whether backend ``name`` has its own ``kernel`` rather than the reference it inherits."""
-    return getattr(backend_class(name), kernel) is not getattr(Backend, kernel)
+    """Whether backend ``name`` has its own ``kernel`` rather than the reference it inherits (backends
+    override ``_kernel``, the implementation behind the public method's argument checks)."""
+    return getattr(backend_class(name), "_" + kernel) is not getattr(Backend, "_" + kernel)
 
 
 def overriding(*kernels: str) -> list:

@@ -114,3 +114,23 @@ def test_importing_backprop_does_not_import_cupy(tmp_path):
     # run outside the source tree, so the installed package is what gets imported
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=tmp_path).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_fit_trains_on_big_endian_labels_and_images_as_on_native_ones(name):
+    """IDX files are big-endian: ``backend.asarray`` puts data in native byte order once, on the way in,
+    so the kernels never see another (Numba's failed on big-endian int64 labels)."""
+    if bp.available_backends()[name] is not None:
+        pytest.skip(f"backend {name!r} unavailable")
+    backend = bp.get_backend(name)
+    assert backend.asarray(np.arange(3, dtype=">i8")).dtype == np.dtype("int64")
+    assert backend.asarray(np.arange(3, dtype=">u2")).dtype == np.dtype("uint16")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((12, 6)), rng.integers(0, 3, 12)
+    histories = []
+    for xs, ys in ((x, y), (x.astype(">f8"), y.astype(">i8"))):
+        bp.manual_seed(0)
+        model = bp.Sequential(bp.Linear(6, 3, backend=backend))
+        histories.append(model.fit(xs, ys, loss=bp.SoftmaxCrossEntropy(), optimizer=bp.SGD(model.parameters(), lr=0.1),
+                                   batch_size=4, seed=0, progress=False))
+    assert histories[0] == histories[1]

@@ -598,3 +598,76 @@ def test_numba_elementwise_kernels_refuse_arrays_of_two_shapes(accel_backend):
     """Numba reads past a shorter array instead of failing: the backend checks the shapes first."""
     with pytest.raises(ValueError, match="one shape"):
         accel_backend.relu_backward(np.ones((2, 3), np.float32), np.ones(3, np.float32))
+
+
+def _bad_kernel_calls(b):
+    """(kernel, arguments, error, message) of calls every backend must refuse before computing."""
+    f = np.float32
+    x = b.asarray(np.ones((2, 3, 6, 6), f))
+    w, bias = b.asarray(np.ones((4, 3, 3, 3), f)), b.asarray(np.ones(4, f))
+    out, cache = b.conv2d_forward(x, w, bias, (1, 1), (0, 0))
+    y, arg = b.maxpool2d(x, (2, 2), (2, 2), (0, 0))
+    p, g = b.asarray(np.ones(5, f)), b.asarray(np.ones(5, f))
+    ints = b.xp.ones(5, dtype=np.int64)
+    return [
+        ("im2col", (x, (3, 3), (1, 1), (-1, -1)), ValueError, r"pad must be a pair of ints >= 0"),
+        ("im2col", (x, (3, 3), (-1, 1), (0, 0)), ValueError, r"stride must be a pair of ints >= 1"),
+        ("im2col", (x, (3, 3), (0, 0), (0, 0)), ValueError, r"stride must be a pair of ints >= 1"),
+        ("im2col", (x, (7, 3), (1, 1), (0, 0)), ValueError, r"7x3 window does not fit in a 6x6 image"),
+        ("im2col", (x[0], (3, 3), (1, 1), (0, 0)), ValueError, r"takes NCHW images"),
+        ("col2im", (cache.col[1:], x.shape, (3, 3), (1, 1), (0, 0)), ValueError, r"col must have shape \(32, 27\)"),
+        ("conv2d_forward", (x, w[:, :2], bias, (1, 1), (0, 0)), ValueError, r"W must have shape \(4, 3, 3, 3\)"),
+        ("conv2d_backward", (b.xp.ascontiguousarray(out.transpose(0, 1, 3, 2)[:, :, :3]), cache, w, b.zeros(w.shape),
+                             b.zeros((4,))), ValueError, r"dout must have shape \(2, 4, 4, 4\)"),
+        ("maxpool2d", (x, (2, 2), (2, -2), (0, 0)), ValueError, r"stride must be a pair of ints >= 1"),
+        ("maxpool2d_backward", (y[:, :, :2], arg, x.shape, (2, 2), (2, 2), (0, 0)), ValueError,
+         r"dout must have shape \(2, 3, 3, 3\)"),
+        ("maxpool2d_backward", (y, y, x.shape, (2, 2), (2, 2), (0, 0)), TypeError, r"argmax must be an integer array"),
+        ("maxpool2d_relu_backward", (y, y[:1], arg, x.shape, (2, 2), (2, 2), (0, 0)), ValueError,
+         r"y must have shape \(2, 3, 3, 3\)"),
+        ("add_bias", (x, b.asarray(np.ones(1, f))), ValueError, r"b must have shape \(3,\)"),
+        ("bias_grad", (x, b.zeros((4,))), ValueError, r"out must have shape \(3,\)"),
+        ("relu", (ints,), TypeError, r"relu's x has dtype int64, expected float32 or float64"),
+        ("sigmoid", (b.xp.ones(3, dtype=np.float16),), TypeError, r"sigmoid's x has dtype float16"),
+        ("tanh_backward", (g, b.xp.ones(5, dtype=np.float64)), TypeError, r"tanh_backward's y has dtype float64, "
+                                                                            r"expected float32"),
+        ("relu_backward", (g, p[:3]), ValueError, r"one shape"),
+        ("matmul", (ints, ints), TypeError, r"matmul's a has dtype int64"),
+        ("softmax_cross_entropy", (b.zeros((0, 3)), b.xp.zeros(0, dtype=np.int64)), ValueError, r"empty batch"),
+        ("softmax_cross_entropy", (b.zeros((2, 3)), b.zeros((2,))), TypeError, r"target must be an integer array"),
+        ("softmax_cross_entropy", (b.zeros((2, 3)), b.xp.zeros(3, dtype=np.int64)), ValueError,
+         r"target must have shape \(2,\)"),
+        ("softmax_cross_entropy", (b.zeros((2, 3)), b.zeros((2, 3), dtype=np.float64)), TypeError,
+         r"target has dtype float64, expected float32"),
+        ("sgd_update", (ints, ints, None, 0.1, 0.0, False), TypeError, r"sgd_update's p has dtype int64"),
+        ("sgd_update", (p, b.asarray(np.ones(3, f)), None, 0.1, 0.0, False), ValueError, r"does not broadcast"),
+        ("adagrad_update", (p, g, b.asarray(np.ones(4, f)), 0.1, 1e-8), ValueError, r"sum_sq must have shape \(5,\)"),
+        ("rmsprop_update", (p, g, b.zeros((5,), dtype=np.float64), 0.1, 0.9, 1e-8), TypeError, r"mean_sq has dtype"),
+        ("adam_update", (p, g, b.zeros((5,)), b.zeros((5,)), 1e-3, 0.9, 0.999, 1e-8, 0), ValueError,
+         r"step counts from 1"),
+    ]
+
+
+def test_kernels_refuse_bad_arguments_alike_on_every_backend(backend):
+    """Each backend's public kernel methods check their arguments (metadata only) before computing: Numba's
+    im2col returned a matrix for a negative pad, its SGD step did nothing on integer arrays (or the kernels
+    failed inside Numba), and the reference broadcast a bias of shape (1,)."""
+    for kernel, args, error, message in _bad_kernel_calls(backend):
+        with pytest.raises(error, match=message):
+            getattr(backend, kernel)(*args)
+
+
+@pytest.mark.parametrize("accel_backend", ["numba"], indirect=True)
+def test_numba_2x2_pooling_kernels_refuse_outputs_larger_than_their_input(accel_backend):
+    """The raw kernels index by the pooled shape without bounds checks: a larger one read and wrote past
+    the input's end (heap corruption) instead of failing."""
+    k = accel_backend.k
+    x, dx = np.zeros((1, 2, 4, 4), np.float32), np.empty((1, 2, 4, 4), np.float32)
+    for shape in [(1, 2, 3, 2), (1, 3, 2, 2), (2, 2, 2, 2)]:
+        out, argmax = np.zeros(shape, np.float32), np.zeros(shape, np.int8)
+        with pytest.raises(ValueError, match="maxpool2d_2x2: out and argmax must be"):
+            k.maxpool2d_2x2(x, out, argmax)
+        with pytest.raises(ValueError, match="maxpool2d_backward_2x2: dout, argmax"):
+            k.maxpool2d_backward_2x2(out, argmax, None, dx)
+    with pytest.raises(ValueError, match="im2col: col must be"):
+        k.im2col(x, np.empty((2, 3, 3, 1, 2, 2), np.float32), 1, 1, -1, 0)

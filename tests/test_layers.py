@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,73 @@ def test_init_takes_a_numpy_number_as_the_std_and_refuses_what_is_no_number(on):
     assert float(on.to_numpy(layer.W.data).std()) == pytest.approx(0.01, rel=0.02)
     with pytest.raises(TypeError, match="init std must be a real number"):
         bp.Linear(2, 2, init=None)
+
+
+# Every layer, with an input shape it takes: the checks below run over all of them.
+EVERY_LAYER = {
+    "linear": (lambda: bp.Linear(4, 3), (2, 4)),
+    "conv2d": (lambda: bp.Conv2D(2, 3, 3, pad=1), (2, 2, 5, 4)),
+    "maxpool2d": (lambda: bp.MaxPool2D(2), (2, 3, 4, 6)),
+    "relu-maxpool2d": (lambda: bp.ReLUMaxPool2D(3, stride=2, pad=1), (2, 3, 5, 5)),
+    "batchnorm1d": (lambda: bp.BatchNorm1D(4), (3, 4)),
+    "batchnorm2d": (lambda: bp.BatchNorm2D(2), (2, 2, 3, 3)),
+    "relu": (lambda: bp.ReLU(), (2, 5)),
+    "sigmoid": (lambda: bp.Sigmoid(), (2, 5)),
+    "tanh": (lambda: bp.Tanh(), (2, 5)),
+    "softmax": (lambda: bp.Softmax(), (2, 5)),
+    "dropout": (lambda: bp.Dropout(0.5), (2, 5)),
+    "flatten": (lambda: bp.Flatten(), (2, 3, 2, 2)),
+}
+
+
+def device_array(backend, host):
+    """``host`` on the backend as it is, dtype and byte order kept (``backend.asarray`` would convert)."""
+    if backend.xp is not np and (host.dtype.kind == "O" or not host.dtype.isnative):
+        pytest.skip(f"{backend.name} arrays cannot hold {host.dtype}")
+    return backend.xp.asarray(host)
+
+
+@pytest.mark.parametrize("case", EVERY_LAYER)
+@pytest.mark.parametrize("dtype", ["int64", "float16", ">f4", "object", "complex64"])
+def test_every_layer_refuses_an_input_dtype_it_cannot_compute_in(on, case, dtype):
+    """Integers (Sigmoid on Numba returned int64 zeros), half floats, big-endian, object or complex
+    input: a TypeError naming the dtypes it takes, from the layer, not from inside a kernel."""
+    make, shape = EVERY_LAYER[case]
+    layer = make()
+    x = device_array(on, np.ones(shape, dtype=dtype))
+    with pytest.raises(TypeError, match=rf"{type(layer).__name__} input has dtype .*expected float.*astype"):
+        layer.forward(x)
+
+
+@pytest.mark.parametrize("case", EVERY_LAYER)
+def test_every_layer_takes_an_empty_batch(on, case):
+    """N = 0 gives an empty output, an empty input gradient and zero parameter gradients (a BatchNorm
+    in inference mode; in training it needs two values per feature, checked above)."""
+    make, shape = EVERY_LAYER[case]
+    layer = make()
+    if isinstance(layer, bp.BatchNorm1D | bp.BatchNorm2D):
+        layer.eval()
+    for p in layer.parameters():
+        p.grad[...] = 1
+    y = layer.forward(on.zeros((0, *shape[1:])))
+    assert y.shape[0] == 0
+    assert layer.backward(on.zeros(y.shape)).shape == (0, *shape[1:])
+    for p in layer.parameters():
+        assert not on.to_numpy(p.grad).any()
+
+
+@pytest.mark.parametrize("case", EVERY_LAYER)
+def test_every_layer_checks_the_gradient_against_its_output(on, case):
+    """A gradient missing the batch axis (which broadcast into BatchNorm's beta.grad), one of another
+    batch size or dtype, or one before any forward: a clear error, in backward and backward_params."""
+    make, shape = EVERY_LAYER[case]
+    layer = make()
+    with pytest.raises(RuntimeError, match="needs a forward"):
+        layer.backward(on.zeros(shape))
+    y = layer.forward(on.asarray(np.random.default_rng(0).standard_normal(shape)))
+    for step in (layer.backward, layer.backward_params):
+        for bad in (y.shape[1:], (y.shape[0] + 1, *y.shape[1:]), y.shape[::-1] if y.shape[0] != y.shape[-1] else ()):
+            with pytest.raises(ValueError, match=rf"output's shape \({y.shape[0]}, .*got {re.escape(str(bad))}"):
+                step(on.zeros(bad))
+        with pytest.raises(TypeError, match="gradient has dtype float64, expected float32"):
+            step(on.zeros(y.shape, dtype=np.float64))

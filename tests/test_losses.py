@@ -104,3 +104,41 @@ def test_nan_probability_targets_are_refused(backend, loss_cls):
     with pytest.raises(ValueError, match="not be NaN"):
         loss_cls(backend=backend).forward(backend.zeros((2, 1)), backend.asarray(np.array([[0.5], [np.nan]],
                                                                                           np.float32)))
+
+
+def device_array(backend, host):
+    """``host`` on the backend as it is, dtype and byte order kept (``backend.asarray`` would convert)."""
+    if backend.xp is not np and not host.dtype.isnative:
+        pytest.skip(f"{backend.name} arrays cannot hold {host.dtype}")
+    return backend.xp.asarray(host)
+
+
+EVERY_LOSS = [bp.MSE, bp.BinaryCrossEntropy, bp.BCEWithLogits, bp.SoftmaxCrossEntropy]
+
+
+@pytest.mark.parametrize("loss_cls", EVERY_LOSS)
+@pytest.mark.parametrize("dtype", [">f4", "float16", "int64"])
+def test_losses_refuse_predictions_of_a_dtype_they_cannot_compute_in(backend, loss_cls, dtype):
+    pred = device_array(backend, np.full((3, 2), 0.5, dtype=dtype))
+    with pytest.raises(TypeError, match=rf"{loss_cls.__name__} prediction has dtype .*expected float32 or float64"):
+        loss_cls(backend=backend).forward(pred, backend.asarray(np.array([[0.0, 1.0]] * 3, np.float32)))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32", "uint64", ">i8", ">i4", "<i2"])
+def test_softmax_cross_entropy_takes_integer_labels_of_any_width_and_byte_order(backend, dtype):
+    """Big-endian int64 labels failed inside Numba's kernel; any integer labels now give what int64 gives."""
+    logits = backend.asarray(np.random.default_rng(0).standard_normal((4, 3)))
+    labels = np.array([0, 2, 1, 2])
+    loss = bp.SoftmaxCrossEntropy(backend=backend)
+    expected, grad = float(loss.forward(logits, backend.asarray(labels))), backend.to_numpy(loss.backward())
+    assert float(loss.forward(logits, device_array(backend, labels.astype(dtype)))) == expected
+    np.testing.assert_array_equal(backend.to_numpy(loss.backward()), grad)
+
+
+@pytest.mark.parametrize("loss_cls", EVERY_LOSS)
+@pytest.mark.parametrize("shape", [(0, 3), (4, 0)])
+def test_losses_refuse_an_empty_batch(backend, loss_cls, shape):
+    """A mean over no values was NaN (and MSE's backward divided by zero): refused instead."""
+    target = backend.zeros((shape[0],), dtype=np.int64) if loss_cls is bp.SoftmaxCrossEntropy else backend.zeros(shape)
+    with pytest.raises(ValueError, match=r"the batch is empty .* skip empty batches"):
+        loss_cls(backend=backend).forward(backend.zeros(shape), target)

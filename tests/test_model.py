@@ -311,7 +311,7 @@ def test_metrics_must_be_a_sequence_of_names(backend, rng):
 
 
 def test_parameter_data_must_have_the_backend_s_dtype(backend):
-    with pytest.raises(TypeError, match="parameter data has dtype float64, but the parameters are float32"):
+    with pytest.raises(TypeError, match="parameter data has dtype float64, expected float32"):
         bp.Parameter(backend.xp.zeros((3, 2), dtype=np.float64), backend)
 
 

@@ -12,19 +12,12 @@ class _Activation(Layer):
     kernel = ""
 
     def forward(self, x: Array) -> Array:
-        self.backend.check_array(x, f"{type(self).__name__} input")
+        self.check_input(x)
         self.y = getattr(self.backend, self.kernel)(x)
-        return self.y
+        return self.output(self.y)
 
     def backward(self, dout: Array) -> Array:
-        name = type(self).__name__
-        self.backend.check_array(dout, f"{name} gradient")
-        if dout.dtype != self.y.dtype:
-            raise TypeError(f"{name} gradient has dtype {dout.dtype}, but the layer's output is {self.y.dtype}: "
-                            f"cast it with dout.astype({self.y.dtype.name!r})")
-        if dout.shape != self.y.shape:
-            raise ValueError(f"{name} backward expected a gradient of the output's shape {tuple(self.y.shape)}, "
-                             f"got {tuple(dout.shape)}")
+        self.check_grad(dout)
         return getattr(self.backend, self.kernel + "_backward")(dout, self.y)
 
 

@@ -42,12 +42,14 @@ class Conv2D(Layer):
         self.check_input(x, (None, self.in_channels, None, None))
         check_window_fits(self, x, self.kernel_size, self.pad)
         out, self.cache = self.backend.conv2d_forward(x, self.W.data, self.b.data, self.stride, self.pad)
-        return out
+        return self.output(out)
 
     def backward(self, dout: Array) -> Array:
+        self.check_grad(dout)
         return self.backend.conv2d_backward(dout, self.cache, self.W.data, self.W.grad, self.b.grad)
 
     def backward_params(self, dout: Array) -> None:
+        self.check_grad(dout)
         self.backend.conv2d_backward(dout, self.cache, self.W.data, self.W.grad, self.b.grad, need_dx=False)
 
     def extra_repr(self) -> str:

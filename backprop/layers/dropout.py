@@ -15,15 +15,16 @@ class Dropout(Layer):
         self.p = p
 
     def forward(self, x: Array) -> Array:
-        self.backend.check_array(x, "Dropout input")
+        self.check_input(x)
         if not self.training or self.p == 0.0:
             self.mask = None
-            return x
+            return self.output(x)
         keep = self.backend.uniform(x.shape, dtype=x.dtype) >= self.p
         self.mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
-        return x * self.mask
+        return self.output(x * self.mask)
 
     def backward(self, dout: Array) -> Array:
+        self.check_grad(dout)
         return dout if self.mask is None else dout * self.mask
 
     def extra_repr(self) -> str:

@@ -32,13 +32,14 @@ class Linear(Layer):
         self.x = x
         y = self.backend.matmul(x, self.W.data)
         self.backend.add_bias(y, self.b.data)
-        return y
+        return self.output(y)
 
     def backward(self, dout: Array) -> Array:
         self.backward_params(dout)
         return self.backend.matmul(dout, self.W.data.T)
 
     def backward_params(self, dout: Array) -> None:
+        self.check_grad(dout)
         self.backend.matmul(self.x.T, dout, out=self.W.grad)
         self.backend.bias_grad(dout, self.b.grad)
 

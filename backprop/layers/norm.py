@@ -55,9 +55,10 @@ class _BatchNorm(Layer):
             mean, var = self.running_mean, self.running_var
         self.inv_std = 1.0 / self.backend.xp.sqrt(self._shaped(var) + self.eps)
         self.xhat = (x - self._shaped(mean)) * self.inv_std
-        return self.xhat * self._shaped(self.gamma.data) + self._shaped(self.beta.data)
+        return self.output(self.xhat * self._shaped(self.gamma.data) + self._shaped(self.beta.data))
 
     def backward(self, dout: Array) -> Array:
+        self.check_grad(dout)
         self.beta.grad[...] = dout.sum(axis=self.axes)
         self.gamma.grad[...] = (dout * self.xhat).sum(axis=self.axes)
         dxhat = dout * self._shaped(self.gamma.data)

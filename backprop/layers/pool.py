@@ -23,7 +23,7 @@ class MaxPool2D(Layer):
     def forward(self, x: Array) -> Array:
         self._check(x)
         y, self.argmax = self.backend.maxpool2d(x, self.kernel_size, self.stride, self.pad)
-        return y
+        return self.output(y)
 
     def _check(self, x: Array) -> None:
         """Refuse what the pooling cannot take, and keep the input's shape for backward."""
@@ -32,6 +32,7 @@ class MaxPool2D(Layer):
         self.x_shape = x.shape
 
     def backward(self, dout: Array) -> Array:
+        self.check_grad(dout)
         return self.backend.maxpool2d_backward(dout, self.argmax, self.x_shape, self.kernel_size,
                                                self.stride, self.pad)
 
@@ -52,8 +53,9 @@ class ReLUMaxPool2D(MaxPool2D):
     def forward(self, x: Array) -> Array:
         self._check(x)
         self.y, self.argmax = self.backend.maxpool2d_relu(x, self.kernel_size, self.stride, self.pad)
-        return self.y
+        return self.output(self.y)
 
     def backward(self, dout: Array) -> Array:
+        self.check_grad(dout)
         return self.backend.maxpool2d_relu_backward(dout, self.y, self.argmax, self.x_shape, self.kernel_size,
                                                     self.stride, self.pad)
