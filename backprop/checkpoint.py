@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from tokenize import TokenError
@@ -193,15 +193,19 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, spec: ArraySpec, fo
     return _native(data.reshape(shape[::-1]).T if fortran else data.reshape(shape))
 
 
-def load_arrays(path: str | os.PathLike, expect: Callable[[dict[str, Any]], dict[str, ArraySpec]] | None = None
+Expectation = Callable[[dict[str, Any]], Mapping[str, ArraySpec | None]]  # metadata -> the arrays a file must hold
+
+
+def load_arrays(path: str | os.PathLike, expect: Expectation | None = None
                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read every array of a file written by :func:`save_arrays`; anything else is a CheckpointError.
 
     Nothing is read unchecked. The zip directory must list each array once, and since checkpoints are
     written uncompressed its members may not claim more bytes than the file has (a compressed "bomb"
     is refused unread). Each .npy header must describe exactly its member's bytes. ``expect``, given
-    the metadata, may raise (a wrong format) or return the exact names, shapes and dtypes; a
-    mismatch is refused before any array is read. Arrays come back in native byte order.
+    the metadata, may raise (a wrong format) or return the exact names, with their shapes and dtypes
+    (None: any array, which the caller checks after reading); a mismatch is refused before any array
+    is read. Arrays come back in native byte order.
     """
     path = Path(path)
     if not path.exists():
@@ -217,7 +221,7 @@ def load_arrays(path: str | os.PathLike, expect: Callable[[dict[str, Any]], dict
         raise CheckpointError(f"{path}: unreadable, truncated or not an .npz file ({exc})") from None
 
 
-def _load(path: Path, zf: zipfile.ZipFile, expect: Callable[[dict[str, Any]], dict[str, ArraySpec]] | None
+def _load(path: Path, zf: zipfile.ZipFile, expect: Expectation | None
           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     infos = zf.infolist()
     names = [info.filename for info in infos]
@@ -255,13 +259,18 @@ def _load(path: Path, zf: zipfile.ZipFile, expect: Callable[[dict[str, Any]], di
     return {name: _read_member(zf, *rest) for name, rest in headers.items()}, meta
 
 
-def _check_specs(path: str | os.PathLike, found: dict[str, ArraySpec], expected: dict[str, ArraySpec]) -> None:
-    """Raise a CheckpointError unless ``found`` has exactly the expected names, shapes and dtypes."""
+def _check_specs(path: str | os.PathLike, found: dict[str, ArraySpec], expected: Mapping[str, ArraySpec | None]
+                 ) -> None:
+    """Raise a CheckpointError unless ``found`` has exactly the expected names, shapes and dtypes (an
+    expectation of None: any shape and dtype)."""
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     if missing or extra:
         raise CheckpointError(f"{path}: does not fit this model (missing {missing}, unexpected {extra})")
-    for name, (shape, dtype) in expected.items():
+    for name, spec in expected.items():
+        if spec is None:
+            continue
+        shape, dtype = spec
         have_shape, have = found[name]
         if have_shape != shape:
             raise CheckpointError(f"{path}: {name} has shape {have_shape}, the model expects {shape}")
@@ -276,7 +285,8 @@ def _check_specs(path: str | os.PathLike, found: dict[str, ArraySpec], expected:
         raise CheckpointError(f"{path}: {name} is {have}, the model is {dtype}; {fix}")
 
 
-def check_arrays(path: str | os.PathLike, found: dict[str, np.ndarray], expected: dict[str, ArraySpec]) -> None:
+def check_arrays(path: str | os.PathLike, found: dict[str, np.ndarray], expected: Mapping[str, ArraySpec | None]
+                 ) -> None:
     """Raise a CheckpointError unless ``found`` has exactly the expected names, shapes and dtypes, all finite."""
     _check_specs(path, {name: (a.shape, a.dtype) for name, a in found.items()}, expected)
     for name, a in found.items():

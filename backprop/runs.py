@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from backprop.backends import Backend, get_backend, known_backends, manual_seed
+from backprop.backends.registry import backend_class
 from backprop.callbacks import Callback, EpochLine, Logs, MetricsFiles, ProgressBar, StopOnInterrupt
-from backprop.checkpoint import CheckpointError, atomic_write, load_arrays, remove_temp_files, save_arrays
+from backprop.checkpoint import ArraySpec, CheckpointError, atomic_write, load_arrays, remove_temp_files, save_arrays
 from backprop.data.loader import DataLoader
 from backprop.data.mnist import DATASETS, Dataset, find_files, load_dataset, load_mnist_subset, read_files, spec
 from backprop.losses import SoftmaxCrossEntropy
@@ -202,17 +203,42 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
-    arrays, meta = load_arrays(path)
-    if str(meta.get("format", "")).startswith("backprop.run/") and meta.get("format") != RUN_FORMAT:
-        raise CheckpointError(f"{path}: written by another version of backprop (format {meta.get('format')!r}, this "
-                              f"one reads {RUN_FORMAT!r}), which cannot be resumed here; its model.npz still "
-                              "loads where the model's layers are unchanged")
-    if meta.get("format") != RUN_FORMAT:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected a training run ({RUN_FORMAT!r}); "
-                              "weights saved with model.save() load with Sequential.load()")
-    meta["path"] = str(path)
-    _check_meta(meta)
-    return arrays, meta
+    def expect(meta: dict[str, Any]) -> dict[str, ArraySpec | None]:
+        if str(meta.get("format", "")).startswith("backprop.run/") and meta.get("format") != RUN_FORMAT:
+            raise CheckpointError(f"{path}: written by another version of backprop (format {meta.get('format')!r}, "
+                                  f"this one reads {RUN_FORMAT!r}), which cannot be resumed here; its model.npz still "
+                                  "loads where the model's layers are unchanged")
+        if meta.get("format") != RUN_FORMAT:
+            raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected a training run ({RUN_FORMAT!r}); "
+                                  "weights saved with model.save() load with Sequential.load()")
+        meta["path"] = str(path)
+        _check_meta(meta)
+        return _members(meta)
+
+    return load_arrays(path, expect)
+
+
+def _members(meta: dict[str, Any]) -> dict[str, ArraySpec | None]:
+    """The arrays a run checkpoint with these (checked) records holds: its model's and optimizer's, with
+    their shapes and dtypes, built from the run's configuration on a private NumPy backend (no shared
+    generator is drawn from), and an epoch's sample order if it stopped midway (checked against the
+    data later, by :func:`check_progress`)."""
+    config = RunConfig.from_dict(meta["config"])
+    classes = len(spec("mnist" if config.dataset == "mnist-subset" else config.dataset).classes)
+    model = build_model(config.model, classes=classes, backend=backend_class("numpy")(config.dtype))
+    layers = [type(layer).__name__ for layer in model.layers]
+    if meta.get("layers") != layers:
+        raise CheckpointError(f"{meta['path']}: saved from layers {meta.get('layers')}, the run's {config.model} "
+                              f"has {layers}")
+    members: dict[str, ArraySpec | None] = {f"model/{k}": (tuple(v.shape), np.dtype(v.dtype))
+                                            for k, v in model.state_arrays().items()}
+    if meta["optimizer"].get("steps"):
+        optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
+        members.update({f"optim/{i}.{name}": (p.shape, np.dtype(p.dtype)) for i, p in enumerate(optimizer.params)
+                        for name in optimizer.state_names or ()})
+    if meta["progress"]["batch"]:
+        members["loader/order"] = None
+    return members
 
 
 def load_weights(model: Sequential, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:

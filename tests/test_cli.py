@@ -262,8 +262,11 @@ def _edit(arrays: dict, meta: dict, edit: str) -> None:
         opt["steps"] = -5
     elif edit == "no progress":
         del meta["progress"]
+    elif edit == "an extra member":
+        arrays["other/x"] = np.zeros(3)
     elif edit == "stopped past the epoch's end":
         meta["progress"]["batch"] = 99
+        arrays["loader/order"] = np.arange(300)
     elif edit == "mid-epoch without the order":
         meta["progress"]["batch"] = 1
     elif edit == "an order of the wrong images":
@@ -284,14 +287,15 @@ def _edit(arrays: dict, meta: dict, edit: str) -> None:
 
 
 @pytest.mark.parametrize("edit, message", [
-    ("no optimizer arrays", "after 6 steps Adam keeps ['m', 'v']"),
+    ("no optimizer arrays", "missing ['optim/0.m', 'optim/0.v'"),
     ("float64 optimizer arrays", "is float64"),
     ("NaN in the optimizer state", "holds NaN or inf"),
     ("NaN learning rate", "the saved learning rate must be finite"),
     ("negative step count", "step count must be an int >= 0"),
     ("no progress", "'progress' must hold"),
     ("stopped past the epoch's end", "an epoch of this run has 6"),
-    ("mid-epoch without the order", "is not an order of the run's 300 training images"),
+    ("mid-epoch without the order", "missing ['loader/order']"),
+    ("an extra member", "unexpected ['other/x']"),
     ("an order of the wrong images", "is not an order of the run's 300 training images"),
     ("history not a list", "'history' must be a list of epoch records, not dict"),
     ("a history record without its loss", "'history' record 0 must hold numbers for epoch, loss"),
