@@ -142,3 +142,11 @@ def test_losses_refuse_an_empty_batch(backend, loss_cls, shape):
     target = backend.zeros((shape[0],), dtype=np.int64) if loss_cls is bp.SoftmaxCrossEntropy else backend.zeros(shape)
     with pytest.raises(ValueError, match=r"the batch is empty .* skip empty batches"):
         loss_cls(backend=backend).forward(backend.zeros(shape), target)
+
+
+@pytest.mark.parametrize("loss, shape, target", [(bp.MSE, (2, 1), [[1.0], [2.0]]),
+                                                 (bp.SoftmaxCrossEntropy, (2, 3), [0, 1]),
+                                                 (bp.BCEWithLogits, (2, 1), [[1.0], [0.0]])])
+def test_a_list_as_target_is_a_type_error_naming_the_fix(backend, loss, shape, target):
+    with pytest.raises(TypeError, match=r"target is a builtins\.list.*backend\.asarray"):
+        loss(backend=backend).forward(backend.zeros(shape), target)
