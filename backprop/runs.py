@@ -344,28 +344,33 @@ def hold_run_dir(run_dir: str | Path, *, create: bool = False) -> Iterator[Path]
     """
     run_dir = Path(run_dir)
     made = _make_dirs(run_dir) if create else []
-    try:
-        if not run_dir.is_dir():
-            raise FileNotFoundError(f"{run_dir} is not a run folder (no such folder)")
-        key = run_dir.resolve()
-        if key in _held:
-            _held[key] += 1
-            try:
-                yield run_dir
-            finally:
-                _held[key] -= 1
-            return
-        fd = _lock(run_dir)
-        _held[key] = 1
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no such folder)")
+    key = run_dir.resolve()
+    if key in _held:
+        _held[key] += 1
         try:
-            remove_temp_files(run_dir, RUN_FILES)
             yield run_dir
         finally:
-            del _held[key]
-            os.close(fd)  # which releases the lock
+            _held[key] -= 1
+        return
+    try:
+        fd = _lock(run_dir)
+    except RunInUseError:
+        raise  # the folders are the holder's now, even those this call made
     except BaseException:
         remove_unused(made)
         raise
+    _held[key] = 1
+    try:
+        remove_temp_files(run_dir, RUN_FILES)
+        yield run_dir
+    except BaseException:
+        remove_unused(made)  # while still holding the lock, so no other process is between check and removal
+        raise
+    finally:
+        del _held[key]
+        os.close(fd)  # which releases the lock
 
 
 def _make_dirs(path: Path) -> list[Path]:

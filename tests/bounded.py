@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zlib
 from pathlib import Path
@@ -33,8 +34,10 @@ print(json.dumps([error, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1
     # Linux carries the peak RSS of the memory a process execs from into ru_maxrss, and subprocess
     # spawns with vfork, so a child of pytest starts at pytest's peak: a small Python in between resets it.
     relay = "import subprocess, sys; sys.exit(subprocess.run([sys.executable, '-c', sys.argv[1]]).returncode)"
+    # (from a neutral folder: `python -c` imports from its working folder first, and the repository's
+    # own backprop/ folder is not the installed package when the tests run against a wheel)
     done = subprocess.run([sys.executable, "-c", relay, script], capture_output=True, text=True, timeout=300,
-                          env=env, check=True)
+                          env=env, check=True, cwd=tempfile.gettempdir())
     error, mib = json.loads(done.stdout.strip().splitlines()[-1])
     return error, mib
 
