@@ -33,7 +33,7 @@ from backprop.kernels import reference as ref
 from backprop.kernels.reference import conv_output_size
 from cuda_harness import harness
 
-SANITIZE_ENV = "BACKPROP_HARNESS_SANITIZE"
+SANITIZE_ENV = harness.SANITIZE_ENV
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 
 # (N, C, H, W), kernel, stride, pad
@@ -61,16 +61,6 @@ def tolerance(dtype):
 
 
 # -- runners ------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def harness_lib(tmp_path_factory):
-    if harness.gxx() is None:
-        pytest.skip("g++ not found: the CPU harness compiles the CUDA kernels with it")
-    try:
-        return harness.build(tmp_path_factory.mktemp("cuda_harness"), sanitize=os.environ.get(SANITIZE_ENV) == "1")
-    except subprocess.CalledProcessError as exc:
-        pytest.fail(f"g++ could not compile the CUDA kernels:\n{exc.stderr}")
-
 
 def gpu_runner(max_blocks=None):
     reason = available_backends()["cupy"]
