@@ -93,5 +93,11 @@ def accel_backend(request):
 
 
 @pytest.fixture
+def emulated_cupy(request):
+    """The CuPy backend on the emulated device, float32 (its float64 sibling: ``.with_dtype``)."""
+    return _get(request, EMULATED)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
