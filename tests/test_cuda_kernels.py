@@ -102,6 +102,15 @@ def test_im2col(runner, rng, dtype, shape, kernel, stride, pad):
     np.testing.assert_array_equal(host(row_major), expected)
 
 
+def test_im2col_and_col2im_take_an_empty_batch(runner):
+    """An empty batch's patch matrix is (0, C*KH*KW), whose default layout has a zero stride: im2col
+    refused it ("no broadcast views"), so conv2d failed on an empty batch on CuPy."""
+    x = np.zeros((0, 3, 5, 5), np.float32)
+    col = cuda.im2col(dev(runner, x), (3, 3), (1, 1), (1, 1), runner=runner)
+    assert col.shape == (0, 27)
+    assert cuda.col2im(col, x.shape, (3, 3), (1, 1), (1, 1), runner=runner).shape == x.shape
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,kernel,stride,pad", CONV_CASES)
 def test_col2im(runner, rng, dtype, shape, kernel, stride, pad):
