@@ -12,6 +12,7 @@ instead of failing inside compiled code or reading past an array's end.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,6 +24,9 @@ Pair = tuple[int, int]
 DTypeLike = Any
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Every Backend instance alive, registered or not: manual_seed seeds them all.
+LIVE_BACKENDS: weakref.WeakSet[Backend] = weakref.WeakSet()
 
 
 class ConvCache(NamedTuple):
@@ -94,7 +98,23 @@ class Backend:
 
     def __init__(self, dtype: DTypeLike = np.float32, seed: int | None = None) -> None:
         self.dtype = as_float_dtype(dtype)
+        self._family: dict[np.dtype, Backend] = {self.dtype: self}
         self.seed(seed)
+        LIVE_BACKENDS.add(self)
+
+    def with_dtype(self, dtype: DTypeLike) -> Backend:
+        """This instance's sibling computing in ``dtype``: the same class, built the same way (one per
+        dtype). :func:`~backprop.backends.get_backend` uses it for instances it did not create itself
+        (it returns its own instances of the same name for those it did)."""
+        dt = as_float_dtype(dtype)
+        if dt not in self._family:
+            sibling = self._sibling(dt)
+            sibling._family = self._family
+            self._family[dt] = sibling
+        return self._family[dt]
+
+    def _sibling(self, dtype: np.dtype) -> Backend:
+        return type(self)(dtype)
 
     def __deepcopy__(self, memo: dict) -> Backend:
         return self  # one instance per (name, dtype): copies of a model share it

@@ -64,11 +64,19 @@ def oom_guard(cupy: Any, operation: str, *arrays: Any) -> Iterator[None]:
 
 
 class CupyBackend(Backend):
+    """``xp`` and ``runner`` are injection points (default: the ``cupy`` module and
+    :func:`backprop.kernels.cuda.default_runner`); the CPU test suite passes an emulated device."""
+
     name = "cupy"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.xp = importlib.import_module("cupy")
-        super().__init__(*args, **kwargs)
+    def __init__(self, dtype: Any = np.float32, seed: int | None = None, *, xp: Any = None,
+                 runner: cuda.Runner | None = None) -> None:
+        self.xp = importlib.import_module("cupy") if xp is None else xp
+        self.runner = runner
+        super().__init__(dtype, seed)
+
+    def _sibling(self, dtype: np.dtype) -> Backend:
+        return CupyBackend(dtype, xp=self.xp, runner=self.runner)
 
     def _guard(self, operation: str, *arrays: Any) -> contextlib.AbstractContextManager[None]:
         return oom_guard(self.xp, operation, *arrays)
@@ -129,34 +137,34 @@ class CupyBackend(Backend):
         if not self._native(x):
             return super()._im2col(x, kernel, stride, pad)
         with self._guard("im2col", x):
-            return cuda.im2col(x, kernel, stride, pad)
+            return cuda.im2col(x, kernel, stride, pad, runner=self.runner)
 
     def _col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
         if not self._native(col):
             return super()._col2im(col, x_shape, kernel, stride, pad)
         with self._guard("col2im", col):
-            return cuda.col2im(col, x_shape, kernel, stride, pad)
+            return cuda.col2im(col, x_shape, kernel, stride, pad, runner=self.runner)
 
     def _maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
         """As the reference, but argmax is int32 (this backend's backward reads its own argmax)."""
         if not self._native(x):
             return super()._maxpool2d(x, kernel, stride, pad)
         with self._guard("maxpool2d", x):
-            return cuda.maxpool2d(x, kernel, stride, pad)
+            return cuda.maxpool2d(x, kernel, stride, pad, runner=self.runner)
 
     def _maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                            stride: Pair, pad: Pair) -> Any:
         if not self._native(dout):
             return super()._maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
         with self._guard("maxpool2d_backward", dout):
-            return cuda.maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
+            return cuda.maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad, runner=self.runner)
 
     # -- activations ---------------------------------------------------------------------------------
     def _activation(self, name: str, *arrays: Any) -> Any:
         if not self._native(*arrays):
             return getattr(super(), "_" + name)(*arrays)
         with self._guard(name, *arrays):
-            return getattr(cuda, name)(*arrays)
+            return getattr(cuda, name)(*arrays, runner=self.runner)
 
     def _relu(self, x: Any) -> Any:
         return self._activation("relu", x)
@@ -191,7 +199,7 @@ class CupyBackend(Backend):
         if not self._native(logits, *(() if labels else (target,))):
             return super()._softmax_cross_entropy(logits, target)
         with self._guard("softmax_cross_entropy", logits, target):
-            return cuda.softmax_cross_entropy(logits, target)
+            return cuda.softmax_cross_entropy(logits, target, runner=self.runner)
 
     # -- optimizer updates (in place) ------------------------------------------------------------------
     def _native_update(self, p: Any, g: Any, *state: Any) -> bool:
@@ -205,26 +213,26 @@ class CupyBackend(Backend):
         if not self._native_update(p, g, *state):
             return super()._sgd_update(p, g, velocity, lr, momentum, nesterov)
         with self._guard("sgd_update", p):
-            cuda.sgd_update(p, g, velocity, lr, momentum, nesterov)
+            cuda.sgd_update(p, g, velocity, lr, momentum, nesterov, runner=self.runner)
 
     def _adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
         if not self._native_update(p, g, sum_sq):
             return super()._adagrad_update(p, g, sum_sq, lr, eps)
         with self._guard("adagrad_update", p):
-            cuda.adagrad_update(p, g, sum_sq, lr, eps)
+            cuda.adagrad_update(p, g, sum_sq, lr, eps, runner=self.runner)
 
     def _rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
         if not self._native_update(p, g, mean_sq):
             return super()._rmsprop_update(p, g, mean_sq, lr, rho, eps)
         with self._guard("rmsprop_update", p):
-            cuda.rmsprop_update(p, g, mean_sq, lr, rho, eps)
+            cuda.rmsprop_update(p, g, mean_sq, lr, rho, eps, runner=self.runner)
 
     def _adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
                     eps: float, step: int) -> None:
         if not self._native_update(p, g, m, v):
             return super()._adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
         with self._guard("adam_update", p):
-            cuda.adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
+            cuda.adam_update(p, g, m, v, lr, beta1, beta2, eps, step, runner=self.runner)
 
 
 def probe() -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from backprop.backends.base import Backend, DTypeLike, as_float_dtype
+from backprop.backends.base import LIVE_BACKENDS, Backend, DTypeLike, as_float_dtype
 
 ENV_VAR = "BACKPROP_BACKEND"
 
@@ -81,7 +81,11 @@ def get_backend(name: str | Backend | None = None, dtype: DTypeLike | None = Non
     if name is None and _current:
         name = _current[-1]
     if isinstance(name, Backend):
-        return name if dtype is None or as_float_dtype(dtype) == name.dtype else get_backend(name.name, dtype)
+        if dtype is None or as_float_dtype(dtype) == name.dtype:
+            return name
+        if _instances.get((name.name, name.dtype)) is not name:
+            return name.with_dtype(dtype)  # an instance made outside get_backend: its own sibling
+        return get_backend(name.name, dtype)
     if name is None:
         name = os.environ.get(ENV_VAR) or "numpy"
     key = name.strip().lower()
@@ -110,7 +114,8 @@ def use_backend(name: str | Backend, dtype: DTypeLike | None = None) -> Iterator
 
 
 def manual_seed(seed: int) -> None:
-    """Seed the generators of every backend created so far and of those created later."""
+    """Seed the generators of every backend created so far (by get_backend or not) and of those
+    get_backend creates later."""
     _seed["value"] = seed
-    for backend in _instances.values():
+    for backend in list(LIVE_BACKENDS):
         backend.seed(seed)

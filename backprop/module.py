@@ -53,7 +53,7 @@ class Module:
         if isinstance(backend, Backend):
             target = get_backend(backend, dtype)
         else:
-            target = get_backend(backend or self.backend.name,
+            target = get_backend(backend or self.backend,  # no name: this backend, perhaps in another dtype
                                  self.backend.dtype if dtype is None else dtype)
         for p in self.parameters():
             p.to(target)

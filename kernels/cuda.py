@@ -136,10 +136,14 @@ class CupyRunner:
             _sm_count[device] = cupy.cuda.Device(device).attributes["MultiProcessorCount"]
         return _sm_count[device] * self.blocks_per_sm
 
+    def function(self, kernel: str, dtype: Any) -> Any:
+        """The compiled kernel, called as ``function(grid, block, args)`` like a ``cupy.RawKernel``."""
+        return compiled_kernels(dtype)[kernel]
+
     def launch(self, kernel: str, dtype: Any, total: int, args: tuple) -> None:
         if total <= 0:
             return
-        function = compiled_kernels(dtype)[kernel]
+        function = self.function(kernel, dtype)
         grid = min(math.ceil(total / self.block), self.grid_limit())
         function((grid,), (self.block,), args)
 
@@ -220,7 +224,8 @@ def im2col(x: Any, kernel: Pair, stride: Pair, pad: Pair, out: Any | None = None
         out = r.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype).T
     _same("im2col's out", out, (n * oh * ow, c * kh * kw), x.dtype)
     strides = _element_strides(out)
-    if strides is None or any(s == 0 and d > 1 for s, d in zip(strides, out.shape, strict=True)):
+    # (an empty out may have zero strides: a (C*KH*KW, 0) array's first stride is 0, so is its transpose's second)
+    if strides is None or (out.size and any(s == 0 and d > 1 for s, d in zip(strides, out.shape, strict=True))):
         raise ValueError("im2col's out needs positive strides of whole elements (no broadcast views)")
     r.launch("im2col", x.dtype, out.size, (x, out, *_i64(*geometry, *strides)))
     return out

@@ -66,7 +66,7 @@ def test_dtype_is_float32_by_default_and_float64_on_request(backend, backend64):
     assert backend.asarray([1, 2]).dtype.kind == "i"  # labels stay integers
     assert backend.zeros((2,)).dtype == np.float32
     with pytest.raises(TypeError, match="float32 .default. or float64"):
-        bp.get_backend(backend.name, dtype="float16")
+        bp.get_backend(backend, dtype="float16")
 
 
 def test_asarray_to_numpy_round_trip(backend, rng):
@@ -106,7 +106,7 @@ def test_mixing_backends_is_a_clear_error(backend):
         layer.forward([[1.0, 2.0]])
     with pytest.raises(ValueError, match="different backends"):
         bp.Sequential(bp.Linear(2, 2, backend=backend),
-                      bp.Linear(2, 2, backend=bp.get_backend(backend.name, "float64")))
+                      bp.Linear(2, 2, backend=bp.get_backend(backend, "float64")))
 
 
 def test_importing_backprop_does_not_import_cupy(tmp_path):

@@ -33,7 +33,7 @@ from backprop.kernels import reference as ref
 from backprop.kernels.reference import conv_output_size
 from cuda_harness import harness
 
-SANITIZE_ENV = "BACKPROP_HARNESS_SANITIZE"
+SANITIZE_ENV = harness.SANITIZE_ENV
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 
 # (N, C, H, W), kernel, stride, pad
@@ -61,16 +61,6 @@ def tolerance(dtype):
 
 
 # -- runners ------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def harness_lib(tmp_path_factory):
-    if harness.gxx() is None:
-        pytest.skip("g++ not found: the CPU harness compiles the CUDA kernels with it")
-    try:
-        return harness.build(tmp_path_factory.mktemp("cuda_harness"), sanitize=os.environ.get(SANITIZE_ENV) == "1")
-    except subprocess.CalledProcessError as exc:
-        pytest.fail(f"g++ could not compile the CUDA kernels:\n{exc.stderr}")
-
 
 def gpu_runner(max_blocks=None):
     reason = available_backends()["cupy"]
@@ -110,6 +100,15 @@ def test_im2col(runner, rng, dtype, shape, kernel, stride, pad):
     row_major = runner.xp.full(expected.shape, np.nan, dtype=dtype)
     assert cuda.im2col(dev(runner, x), kernel, stride, pad, out=row_major, runner=runner) is row_major
     np.testing.assert_array_equal(host(row_major), expected)
+
+
+def test_im2col_and_col2im_take_an_empty_batch(runner):
+    """An empty batch's patch matrix is (0, C*KH*KW), whose default layout has a zero stride: im2col
+    refused it ("no broadcast views"), so conv2d failed on an empty batch on CuPy."""
+    x = np.zeros((0, 3, 5, 5), np.float32)
+    col = cuda.im2col(dev(runner, x), (3, 3), (1, 1), (1, 1), runner=runner)
+    assert col.shape == (0, 27)
+    assert cuda.col2im(col, x.shape, (3, 3), (1, 1), (1, 1), runner=runner).shape == x.shape
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -262,7 +262,7 @@ PARITY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthC
 @given(case=window_cases())
 def test_conv_kernels_parity_hypothesis(accel_backend, case):
     shape, kernel, stride, pad, dtype, seed = case
-    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    b, ref = get_backend(accel_backend, dtype), get_backend("numpy", dtype)
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
     col_ref = ref.im2col(x, kernel, stride, pad)
     np.testing.assert_array_equal(host(b, b.im2col(b.asarray(x), kernel, stride, pad)), col_ref)
@@ -277,7 +277,7 @@ def test_conv_kernels_parity_hypothesis(accel_backend, case):
 @given(case=window_cases(pool=True))
 def test_pool_kernels_parity_hypothesis(accel_backend, case):
     shape, kernel, stride, pad, dtype, seed = case
-    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    b, ref = get_backend(accel_backend, dtype), get_backend("numpy", dtype)
     rng = np.random.default_rng(seed)
     x = rng.integers(-3, 4, shape).astype(dtype)  # small integers: plenty of ties
     out_ref, arg_ref = ref.maxpool2d(x, kernel, stride, pad)
@@ -306,7 +306,7 @@ def pool_2x2_cases(draw):
 @given(case=pool_2x2_cases())
 def test_pool_2x2_parity_hypothesis(accel_backend, case):
     shape, dtype, specials, seed = case
-    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    b, ref = get_backend(accel_backend, dtype), get_backend("numpy", dtype)
     rng = np.random.default_rng(seed)
     x = rng.integers(-3, 4, shape).astype(dtype)  # ties
     for where, value in specials:
@@ -331,7 +331,7 @@ def test_pool_2x2_parity_hypothesis(accel_backend, case):
 @given(shape=st.sampled_from([(1, 1), (7, 3), (1, 5, 1, 1), (3, 4, 5, 2), (2, 30, 24, 24)]),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
 def test_bias_kernels_parity_hypothesis(accel_backend, shape, dtype, seed):
-    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    b, ref = get_backend(accel_backend, dtype), get_backend("numpy", dtype)
     rng = np.random.default_rng(seed)
     y, bias = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
     mine, theirs = b.asarray(y.copy()), y.copy()
@@ -394,7 +394,7 @@ def test_softmax_cross_entropy_reads_no_label_back_to_the_host(backend):
 @pytest.mark.parametrize("accel_backend", overriding("softmax_cross_entropy"), indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_cross_entropy_labels_out_of_range_parity_with_reference(accel_backend, rng, dtype):
-    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    b, ref = get_backend(accel_backend, dtype), get_backend("numpy", dtype)
     n, k = 33, 5
     logits = (rng.standard_normal((n, k)) * 4).astype(dtype)
     labels = rng.integers(0, k, n)
@@ -413,7 +413,7 @@ def test_softmax_cross_entropy_labels_out_of_range_parity_with_reference(accel_b
 @given(n=st.integers(1, 40), k=st.integers(1, 12), onehot=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
 def test_elementwise_and_softmax_kernels_parity_hypothesis(accel_backend, n, k, onehot, dtype, seed):
-    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    b, ref = get_backend(accel_backend, dtype), get_backend("numpy", dtype)
     rng = np.random.default_rng(seed)
     x, d = (rng.standard_normal((n, k)) * 5).astype(dtype), rng.standard_normal((n, k)).astype(dtype)
     tol = 1e-5 if dtype == np.float32 else 1e-12
@@ -439,7 +439,7 @@ def test_elementwise_and_softmax_kernels_parity_hypothesis(accel_backend, n, k, 
 @PARITY
 @given(size=st.integers(1, 300), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
 def test_optimizer_update_kernels_parity_hypothesis(accel_backend, size, dtype, seed):
-    b, ref = get_backend(accel_backend.name, dtype), get_backend("numpy", dtype)
+    b, ref = get_backend(accel_backend, dtype), get_backend("numpy", dtype)
     rng = np.random.default_rng(seed)
     start = [rng.standard_normal(size).astype(dtype) for _ in range(4)]
     start[2:] = [np.abs(a) + dtype(0.1) for a in start[2:]]  # running squares are positive
@@ -471,7 +471,7 @@ def test_decaying_optimizer_state_never_turns_subnormal(backend, dtype, name, de
     """With a zero gradient the state only decays; a value that would fall below the dtype's smallest
     normal number is stored as zero instead (subnormals run 10-100x slower on x86), every other value
     is the plain decayed one, NaN stays NaN, and every backend stores the same bits."""
-    b = get_backend(backend.name, dtype)
+    b = get_backend(backend, dtype)
     tiny = np.finfo(dtype).tiny
     values = np.array([tiny * 1.05, -tiny * 1.05, tiny * 2, tiny / 4, 0.0, np.nan, 1.0], dtype)
     state = [b.asarray(values.copy()) for _ in decays]

@@ -27,6 +27,7 @@ from backprop.kernels import cuda
 
 HERE = Path(__file__).resolve().parent
 DTYPES = (np.float32, np.float64)
+SANITIZE_ENV = "BACKPROP_HARNESS_SANITIZE"  # "1": the harness_lib fixture builds with SANITIZE_FLAGS
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer")
 
 
