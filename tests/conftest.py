@@ -3,10 +3,11 @@
 A backend that cannot run here (CuPy without a GPU) is skipped with the reason; GPU backends carry
 the ``gpu`` mark, so ``pytest -m gpu`` runs exactly the GPU tests and ``-m "not gpu"`` the rest.
 
-Besides the registered backends, every backend-parametrized test runs on ``cupy-emulated``: the CuPy
-backend on an emulated device (tests/cuda_harness/emulated.py: the same .cu kernels compiled by g++,
-NumPy arrays), so CI runs CupyBackend's code on the CPU. It carries no ``gpu`` mark, and is skipped
-with the reason when g++ is missing.
+Where no GPU runs CuPy (CI, laptops), every backend-parametrized test runs on ``cupy-emulated``
+instead of ``cupy``: the CuPy backend on an emulated device (tests/cuda_harness/emulated.py: the same
+.cu kernels compiled by g++, NumPy arrays), so CI runs CupyBackend's code on the CPU. It carries no
+``gpu`` mark, and is skipped with the reason when g++ is missing. On a GPU machine the real device
+takes its place (``pytest -m gpu``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ EMULATED = "cupy-emulated"  # CupyBackend on the emulated device; not a register
 
 
 def _names(names):
-    """``names`` with the emulated CuPy backend after "cupy"."""
-    return [m for n in names for m in ((n, EMULATED) if n == "cupy" else (n,))]
+    """``names``, with the emulated CuPy backend in place of "cupy" where no GPU runs CuPy here."""
+    gpu = available_backends()["cupy"] is None
+    return [EMULATED if n == "cupy" and not gpu else n for n in names]
 
 
 def _params(names):
