@@ -244,7 +244,7 @@ BROKEN = {
         "backprop_kernels.cu(12): warning: unused\nbackprop_kernels.cu(40): error: identifier \"x\" is undefined\n"
         "1 error detected"))), "NVRTC", 'compiling the CUDA kernels for float32 failed: ... '
                                         'backprop_kernels.cu(40): error: identifier "x" is undefined [...]'),
-    "wrong relu": (dict(RawModule=lambda code, options, name_expressions: SimpleNamespace(
+    "wrong-relu": (dict(RawModule=lambda code, options, name_expressions: SimpleNamespace(
         get_function=lambda name: lambda grid, block, args: args[1].fill(7))), "NVRTC", "relu of [-1.5, 0, 2] gave"),
 }
 
