@@ -7,7 +7,7 @@ for CUDA 12 and 13 from PyPI (``.ci/run``) and sets ``BACKPROP_REQUIRE_NVRTC``, 
 library fails instead of skipping. Elsewhere the tests skip where no libnvrtc is found (a CUDA
 toolkit's, or one from the ``nvidia-cuda-nvrtc*`` wheels installed in this environment).
 
-What CuPy (v14.2, cupy/_core/core.pyx and cupy/cuda/compiler.py) adds to the options given to RawModule:
+What CuPy (main at 6b6d956, after v14.2.0: cupy/_core/core.pyx, cupy/cuda/compiler.py) adds to RawModule's options:
 
 * ``assemble_cupy_compiler_options``: ``--std=c++17`` unless the options name a standard (ours do),
   and ``-I`` paths to its bundled CCCL headers, its own headers and the CUDA headers. Our source has no
