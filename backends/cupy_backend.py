@@ -235,10 +235,51 @@ class CupyBackend(Backend):
             cuda.adam_update(p, g, m, v, lr, beta1, beta2, eps, step, runner=self.runner)
 
 
+NOT_INSTALLED = "CuPy is not installed"  # the start of probe()'s reason when there is no CuPy at all
+LIBRARIES_HINT = ("CuPy's [ctk] extra brings NVRTC, cuBLAS and cuRAND: pip install 'backprop[cuda12]' or "
+                  "'backprop[cuda13]'")
+
+
+def _check_random(cupy: Any) -> None:
+    """cuRAND: the generator the backend seeds (CupyBackend.seed), and one draw from it."""
+    x = cupy.random.RandomState(0).standard_normal((4, 4), dtype=cupy.float32)
+    if not np.isfinite(cupy.asnumpy(x)).all():
+        raise ArithmeticError("its normal draws are not finite")
+
+
+def _check_matmul(cupy: Any) -> None:
+    """cuBLAS: a small float32 and float64 matrix product, checked against NumPy."""
+    for dtype in (np.float32, np.float64):
+        a = np.arange(12, dtype=dtype).reshape(3, 4)
+        b = np.arange(8, dtype=dtype).reshape(4, 2) - 3
+        got, want = cupy.asnumpy(cupy.matmul(cupy.asarray(a), cupy.asarray(b))), a @ b
+        if not np.array_equal(got, want):
+            raise ArithmeticError(f"a {np.dtype(dtype).name} matrix product gave {got.tolist()}, not {want.tolist()}")
+
+
+def _check_kernels(cupy: Any) -> None:
+    """NVRTC and our module: compile backprop's CUDA kernels (float32, as the backend does on first use,
+    which then reuses them) and launch one."""
+    x = cupy.asarray(np.array([-1.5, 0.0, 2.0], dtype=np.float32))
+    got = cupy.asnumpy(cuda.relu(x))
+    if not np.array_equal(got, [0.0, 0.0, 2.0]):
+        raise ArithmeticError(f"relu of [-1.5, 0, 2] gave {got.tolist()}")
+
+
+# What probe() checks after finding a device, in order: (what it is, check). Each runs on the GPU.
+PROBE_STEPS: tuple[tuple[str, Any], ...] = (
+    ("cuRAND (CuPy's random generator)", _check_random),
+    ("cuBLAS (a matrix product)", _check_matmul),
+    ("NVRTC compiling and launching backprop's CUDA kernels", _check_kernels),
+)
+
+
 def probe() -> str | None:
-    """None when a CUDA device really runs a kernel through CuPy, else the reason it cannot."""
+    """None when a CUDA device runs everything the backend uses, else the reason it cannot: CuPy
+    imports and finds a device, runs one of its own kernels, creates and draws from the random
+    generator (cuRAND), multiplies matrices (cuBLAS), and compiles and launches our kernels (NVRTC)."""
     if importlib.util.find_spec("cupy") is None:
-        return f"CuPy is not installed: {INSTALL_HINT}"
+        return f"{NOT_INSTALLED}: {INSTALL_HINT}"
     try:
         cupy = importlib.import_module("cupy")
         if cupy.cuda.runtime.getDeviceCount() < 1:
@@ -246,5 +287,21 @@ def probe() -> str | None:
         if int((cupy.arange(4, dtype=cupy.float32) * 2).sum()) != 12:
             return "CuPy ran a test kernel on the GPU and got a wrong answer"
     except Exception as exc:  # any driver, runtime or compiler failure means: not usable here
-        return f"CuPy is installed but CUDA does not work: {type(exc).__name__}: {exc}".strip()
+        return f"CuPy is installed but CUDA does not work: {_one_line(exc)}"
+    for what, check in PROBE_STEPS:
+        try:
+            check(cupy)
+        except Exception as exc:  # a missing library (libcurand, libcublas, libnvrtc), a compile error, ...
+            return f"{what} failed: {_one_line(exc)}; {LIBRARIES_HINT}"
     return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line: the message's first line and, from the rest (a compile log), the
+    first line that reports an error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    shown = lines[:1] + [next((line for line in lines[1:] if "error" in line.lower()), "")]
+    text = " ... ".join(filter(None, shown))
+    if len(lines) > len(list(filter(None, shown))):
+        text += " [...]"
+    return f"{type(exc).__name__}: {text}".strip()

@@ -62,13 +62,19 @@ def available_backends() -> dict[str, str | None]:
     return {name: _reason(name) for name in _BACKENDS}
 
 
+_warned: set[str] = set()  # the reasons "auto" has warned about: each once per process
+
+
 def _resolve_auto() -> str:
     for name in _BACKENDS:
         reason = _reason(name)
         if reason is None:
             return name
-        if name == "cupy" and "not installed" not in reason:
-            warnings.warn(f"backprop: no usable GPU ({reason}); running on the CPU", stacklevel=4)
+        # CuPy installed but unusable (no device, a missing CUDA library, a failing kernel): one line, once.
+        if name == "cupy" and not reason.startswith(_module(name).NOT_INSTALLED) and reason not in _warned:
+            _warned.add(reason)
+            first = reason.splitlines()[0] if reason.strip() else reason
+            warnings.warn(f"backprop: no usable GPU ({first}); running on the CPU", stacklevel=4)
     raise AssertionError("unreachable: the NumPy backend is always available")
 
 

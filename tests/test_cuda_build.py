@@ -3,19 +3,21 @@ importing never needs CuPy, and running out of GPU memory gives a clear error.""
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from backprop.backends import available_backends, get_backend
-from backprop.backends.cupy_backend import GPUOutOfMemoryError, oom_guard
+from backprop.backends import BackendUnavailableError, available_backends, get_backend, registry
+from backprop.backends.cupy_backend import GPUOutOfMemoryError, oom_guard, probe
 from backprop.kernels import cuda
 
 
@@ -155,3 +157,122 @@ def test_backend_uses_the_cuda_kernels_and_falls_back_for_other_dtypes(cupy_back
 def test_backend_out_of_memory_is_a_clear_error(cupy_backend):
     with pytest.raises(GPUOutOfMemoryError, match=r"empty\(\(17592186044416,\), float32\).*bytes were free"):
         cupy_backend.empty((2**44,))
+
+
+# -- availability: probe() runs everything the backend needs, and "auto" falls back with one warning ---------
+
+class FakeCompileException(Exception):
+    """Stands in for cupy.cuda.compiler.CompileException."""
+
+
+class FakeRandomState:
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def standard_normal(self, shape, dtype=np.float64):
+        return self.rng.standard_normal(shape).astype(dtype)
+
+
+class FakeRawModule:
+    """Compiles nothing: get_function gives the kernel's NumPy equivalent, for relu only."""
+
+    def __init__(self, code, options, name_expressions):
+        assert "relu" in code and options == cuda.COMPILE_OPTIONS
+        self.names = name_expressions
+
+    def get_function(self, name):
+        def relu(grid, block, args):
+            x, y, n = args
+            np.maximum(x, 0, out=y)
+            assert int(n) == x.size
+
+        return relu if name.startswith("relu<") else None
+
+
+def cupy_that_works(**broken) -> types.ModuleType:
+    """A fake CuPy module running on NumPy; ``broken`` replaces some of its parts (e.g. one that raises)."""
+    cupy = types.ModuleType("cupy")
+    cupy.__spec__ = importlib.machinery.ModuleSpec("cupy", None)
+    parts = dict(
+        float32=np.float32, arange=np.arange, asarray=np.asarray, asnumpy=np.asarray, empty=np.empty,
+        ascontiguousarray=np.ascontiguousarray, matmul=np.matmul, RawModule=FakeRawModule,
+        random=SimpleNamespace(RandomState=FakeRandomState),
+        cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0),
+                             Device=lambda device: SimpleNamespace(attributes={"MultiProcessorCount": 2}),
+                             compiler=SimpleNamespace(CompileException=FakeCompileException)),
+    )
+    parts.update(broken)
+    for name, value in parts.items():
+        setattr(cupy, name, value)
+    return cupy
+
+
+def raises(exc):
+    def call(*args, **kwargs):
+        raise exc
+
+    return call
+
+
+@pytest.fixture
+def fake_cupy_module(monkeypatch):
+    """Install a fake CuPy: returns a function that puts one in sys.modules with fresh registry and kernel
+    caches, so that probe() and get_backend("auto") run against it."""
+    def install(cupy):
+        monkeypatch.setitem(sys.modules, "cupy", cupy)
+        monkeypatch.setattr(registry, "_reasons", {})
+        monkeypatch.setattr(registry, "_warned", set())
+        monkeypatch.setattr(registry, "_instances", {})
+        monkeypatch.setattr(cuda, "_compiled", {})
+        monkeypatch.setattr(cuda, "_sm_count", {})
+        return cupy
+
+    return install
+
+
+def test_probe_passes_when_every_step_works(fake_cupy_module):
+    fake_cupy_module(cupy_that_works())
+    assert probe() is None
+
+
+LIBCURAND = "libcurand.so.10: cannot open shared object file: No such file or directory"
+BROKEN = {
+    "curand": (dict(random=SimpleNamespace(RandomState=raises(ImportError(LIBCURAND)))), "cuRAND", LIBCURAND),
+    "cublas": (dict(matmul=raises(RuntimeError("CUBLAS_STATUS_NOT_INITIALIZED"))), "cuBLAS",
+               "CUBLAS_STATUS_NOT_INITIALIZED"),
+    "nvrtc": (dict(RawModule=raises(FakeCompileException(
+        "backprop_kernels.cu(12): warning: unused\nbackprop_kernels.cu(40): error: identifier \"x\" is undefined\n"
+        "1 error detected"))), "NVRTC", 'compiling the CUDA kernels for float32 failed: ... '
+                                        'backprop_kernels.cu(40): error: identifier "x" is undefined [...]'),
+    "wrong-relu": (dict(RawModule=lambda code, options, name_expressions: SimpleNamespace(
+        get_function=lambda name: lambda grid, block, args: args[1].fill(7))), "NVRTC", "relu of [-1.5, 0, 2] gave"),
+}
+
+
+@pytest.mark.parametrize("part", BROKEN)
+def test_probe_names_the_step_that_failed(fake_cupy_module, part):
+    broken, step, detail = BROKEN[part]
+    fake_cupy_module(cupy_that_works(**broken))
+    reason = probe()
+    assert reason is not None and step in reason and detail in reason, reason
+    assert "\n" not in reason and "backprop[cuda12]" in reason
+
+
+def test_probe_without_a_device(fake_cupy_module):
+    fake_cupy_module(cupy_that_works(cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=lambda: 0))))
+    assert probe() == "CuPy found no CUDA device"
+    fake_cupy_module(cupy_that_works(cuda=SimpleNamespace(runtime=SimpleNamespace(
+        getDeviceCount=raises(RuntimeError("cudaErrorInsufficientDriver\nmore"))))))
+    assert probe() == "CuPy is installed but CUDA does not work: RuntimeError: cudaErrorInsufficientDriver [...]"
+
+
+def test_auto_falls_back_to_the_cpu_with_one_warning_when_curand_is_missing(fake_cupy_module, recwarn):
+    fake_cupy_module(cupy_that_works(**BROKEN["curand"][0]))
+    cpu = "numba" if available_backends()["numba"] is None else "numpy"
+    assert get_backend("auto").name == cpu
+    assert get_backend("auto", np.float64).name == cpu
+    warned = [str(w.message) for w in recwarn.list if "GPU" in str(w.message)]
+    assert len(warned) == 1 and "\n" not in warned[0], warned
+    assert warned[0].startswith("backprop: no usable GPU (cuRAND") and warned[0].endswith("running on the CPU")
+    with pytest.raises(BackendUnavailableError, match="cuRAND .*libcurand"):
+        get_backend("cupy")
