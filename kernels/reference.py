@@ -36,6 +36,12 @@ def _span(k: int, stride: int, out: int) -> slice:
     return slice(k, k + stride * (out - 1) + 1, stride)
 
 
+def _bits(xp: Any, a: Array) -> Array:
+    """``a``'s bit patterns as integers of its width (a view). Multiplying them by a 0/1 mask selects
+    exactly, where a float product would turn inf * 0 into NaN and -x * 0 into a negative zero."""
+    return a.view({4: xp.int32, 8: xp.int64}[a.dtype.itemsize])
+
+
 def _pad(xp: Any, x: Array, pad: Pair, value: float = 0.0) -> Array:
     if pad == (0, 0):
         return x
@@ -169,13 +175,12 @@ def maxpool2d_backward(xp: Any, dout: Array, argmax: Array, x_shape: tuple[int, 
     disjoint = sh >= kh and sw >= kw
     tiled = (sh, sw) == (kh, kw) and (hp, wp) == (sh * oh, sw * ow)
     dx = (xp.empty if tiled else xp.zeros)((n, c, hp, wp), dtype=dout.dtype)
-    bits = dout.view({4: xp.int32, 8: xp.int64}[dout.dtype.itemsize])
+    bits = _bits(xp, dout)
     for k in range(kh * kw):
         ky, kx = divmod(k, kw)
         dst = dx[:, :, _span(ky, sh, oh), _span(kx, sw, ow)]
-        # dout where this offset won, else 0, as its bit pattern times the 0/1 mask: an exact select,
-        # where a float product would turn an inf gradient into NaN beside the winner (inf * 0), as fast
-        # as that product and with no check of the values (a host read, a wait on a GPU).
+        # dout where this offset won, else 0 (an inf gradient stays inf beside the winner), as fast as a
+        # float product and with no check of the values (a host read, a wait on a GPU).
         if disjoint:
             xp.multiply(bits, argmax == k, out=dst.view(bits.dtype))
         else:
@@ -285,7 +290,8 @@ def flush_subnormal(xp: Any, state: Array) -> None:
     subnormals on the CPU for the same reason. AdaGrad's sum of squares never decays and needs no
     flush.
     """
-    xp.copyto(state, state.dtype.type(0), where=xp.abs(state) < xp.finfo(state.dtype).tiny)
+    bits = _bits(xp, state)  # times "not tiny": flushed entries become +0, NaN stays (~3x copyto's speed)
+    xp.multiply(bits, ~(xp.abs(state) < xp.finfo(state.dtype).tiny), out=bits)
 
 
 def sgd_update(xp: Any, p: Array, g: Array, velocity: Array | None, lr: float, momentum: float,
