@@ -114,7 +114,7 @@ class Backend:
         return self._family[dt]
 
     def _sibling(self, dtype: np.dtype) -> Backend:
-        return type(self)(dtype)
+        return type(self)(dtype, seed=self.seed_value)
 
     def __deepcopy__(self, memo: dict) -> Backend:
         return self  # one instance per (name, dtype): copies of a model share it
@@ -180,8 +180,13 @@ class Backend:
 
     # -- randomness -----------------------------------------------------------------------------
     def seed(self, seed: int | None) -> None:
-        """Restart the generator: the same seed gives the same numbers on the same backend."""
-        self.rng = self.xp.random.default_rng(seed)
+        """Restart the generator: the same seed gives the same numbers on the same backend (and a
+        sibling made later in another dtype starts from the same seed)."""
+        self.seed_value = seed
+        self.rng = self._generator(seed)
+
+    def _generator(self, seed: int | None) -> Any:
+        return self.xp.random.default_rng(seed)
 
     def draw_seed(self) -> int:
         """A seed for a host-side generator (a DataLoader's shuffling), drawn from this backend's seeded

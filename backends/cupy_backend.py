@@ -76,7 +76,7 @@ class CupyBackend(Backend):
         super().__init__(dtype, seed)
 
     def _sibling(self, dtype: np.dtype) -> Backend:
-        return CupyBackend(dtype, xp=self.xp, runner=self.runner)
+        return CupyBackend(dtype, self.seed_value, xp=self.xp, runner=self.runner)
 
     def _guard(self, operation: str, *arrays: Any) -> contextlib.AbstractContextManager[None]:
         return oom_guard(self.xp, operation, *arrays)
@@ -114,8 +114,8 @@ class CupyBackend(Backend):
         return nbytes <= free // 2
 
     # CuPy's legacy RandomState takes a dtype in both draws (its Generator API is narrower).
-    def seed(self, seed: int | None) -> None:
-        self.rng = self.xp.random.RandomState(seed)
+    def _generator(self, seed: int | None) -> Any:
+        return self.xp.random.RandomState(seed)
 
     def standard_normal(self, shape: Any, dtype: Any = None) -> Any:
         with self._guard(f"standard_normal({shape})"):

@@ -413,11 +413,23 @@ def _lock(run_dir: Path) -> int:
             raise
         raise RunInUseError(f"{run_dir} is in use by {_holder(path)}: one process at a time trains a run "
                             "folder") from None
+    if not _same_file(fd, path):  # the file was removed (by a holder whose run failed) before we locked it
+        os.close(fd)
+        raise RunInUseError(f"{run_dir} changed hands while this process took its lock: try again")
     note = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, json.dumps(note).encode())
     return fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open ``fd`` is still the file at ``path``."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _holder(lock: Path) -> str:

@@ -134,3 +134,16 @@ def test_fit_trains_on_big_endian_labels_and_images_as_on_native_ones(name):
         histories.append(model.fit(xs, ys, loss=bp.SoftmaxCrossEntropy(), optimizer=bp.SGD(model.parameters(), lr=0.1),
                                    batch_size=4, seed=0, progress=False))
     assert histories[0] == histories[1]
+
+
+def test_a_private_backend_s_sibling_follows_manual_seed(backend):
+    """model.to(dtype=...) on a backend made outside get_backend gives a sibling seeded like the registry's
+    own backends, so Dropout stays reproducible."""
+    private = type(backend)(backend.dtype, xp=backend.xp, runner=backend.runner) if backend.name == "cupy" \
+        else type(backend)(backend.dtype)
+    masks = []
+    for _ in range(2):
+        bp.manual_seed(0)
+        drop = bp.Dropout(0.5, backend=private).to(dtype=np.float64)
+        masks.append(drop.backend.to_numpy(drop.forward(drop.backend.asarray(np.ones((4, 8))))))
+    np.testing.assert_array_equal(masks[0], masks[1])

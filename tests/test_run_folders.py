@@ -164,3 +164,21 @@ def test_atomic_write_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "w.bin").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_lock_file_removed_before_it_was_locked_is_not_a_lock(tmp_path, monkeypatch):
+    """A process that opened .lock just as a failing holder removed it must not count its flock on the
+    removed file as owning the folder (a third process may hold the new .lock)."""
+    import fcntl
+
+    from backprop import runs
+
+    real_flock = fcntl.flock
+
+    def remove_then_flock(fd, op):
+        (tmp_path / runs.LOCK).unlink()  # the failing holder's cleanup, between our open and our flock
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", remove_then_flock)
+    with pytest.raises(runs.RunInUseError, match="changed hands"):
+        runs._lock(tmp_path)
