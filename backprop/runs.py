@@ -432,13 +432,18 @@ def _same_file(fd: int, path: Path) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
-def _holder(lock: Path) -> str:
-    """The holder's note in ``lock`` as words; it is written just after the lock is taken, so may be missing."""
-    try:
-        note = json.loads(lock.read_text())
-        return f"process {int(note['pid'])} on {note['host']} since {note['since']}"
-    except (OSError, ValueError, TypeError, KeyError):
-        return "another process"
+def _holder(lock: Path, tries: int = 10) -> str:
+    """The holder's note in ``lock`` as words. The holder writes it just after taking the lock, so it
+    may not be there yet: wait for it a little (up to 0.2 s) before saying "another process"."""
+    for _ in range(tries):
+        try:
+            note = json.loads(lock.read_text())
+            return f"process {int(note['pid'])} on {note['host']} since {note['since']}"
+        except ValueError:  # not written yet (empty), or half written
+            time.sleep(0.02)
+        except (OSError, TypeError, KeyError):
+            break
+    return "another process"
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
