@@ -92,13 +92,15 @@ def get_backend(name: str | Backend | None = None, dtype: DTypeLike | None = Non
         if _instances.get((name.name, name.dtype)) is not name:
             return name.with_dtype(dtype)  # an instance made outside get_backend: its own sibling
         return get_backend(name.name, dtype)
+    source = ""
     if name is None:
         name = os.environ.get(ENV_VAR) or "numpy"
+        source = f" (from ${ENV_VAR})" if os.environ.get(ENV_VAR) else ""
     key = name.strip().lower()
     if key == "auto":
         key = _resolve_auto()
     if key not in _BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join([*_BACKENDS, 'auto'])}")
+        raise ValueError(f"unknown backend {name!r}{source}: choose one of {', '.join([*_BACKENDS, 'auto'])}")
     reason = _reason(key)
     if reason is not None:
         raise BackendUnavailableError(f"backend {key!r} is not available: {reason}")

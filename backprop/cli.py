@@ -110,10 +110,13 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--plot", action="store_true", help="write the loss and accuracy curves as a PNG (needs "
                                                        "matplotlib: pip install 'backprop[plot]')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_train)
+    p.set_defaults(run=_train, parser=p)
 
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install 'backprop[plot]' (or leave --plot out and run "
+                     "backprop plot RUN_DIR later)")
     config = None  # a resumed run's comes from its config.json, read once the run folder is held
     made: list[Path] = []  # folders made here, removed again if the run fails before writing anything
     if args.resume is not None:
@@ -176,7 +179,7 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--data-dir", type=_path, metavar="DIR",
                    help="read the dataset from DIR instead of where the run found it")
     p.add_argument("--backend", choices=BACKENDS, help="default: the run's")
-    p.set_defaults(run=_eval)
+    p.set_defaults(run=_eval, parser=p)
 
 
 def format_confusion(confusion: np.ndarray, classes: Sequence[str]) -> str:
@@ -221,7 +224,7 @@ def _add_plot(sub: Any) -> None:
     p = sub.add_parser("plot", help="draw a run's loss and accuracy curves as a PNG")
     p.add_argument("run_dir", type=_path, metavar="RUN_DIR")
     p.add_argument("-o", "--output", type=_path, help="PNG to write (default RUN_DIR/curves.png)")
-    p.set_defaults(run=_plot)
+    p.set_defaults(run=_plot, parser=p)
 
 
 def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -291,7 +294,10 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name, reason in available_backends().items():
         print(f"  {name:8} {'available' if reason is None else 'unavailable: ' + reason}")
     default = os.environ.get("BACKPROP_BACKEND")
-    print(f"  default for new layers: {default or 'numpy'}{' (from $BACKPROP_BACKEND)' if default else ''}")
+    source = " (from $BACKPROP_BACKEND)" if default else ""
+    if default and default.strip().lower() not in BACKENDS:
+        source = f" (from $BACKPROP_BACKEND, which is not a backend: choose one of {', '.join(BACKENDS)})"
+    print(f"  default for new layers: {default or 'numpy'}{source}")
     print("GPU:")
     for line in _gpu_lines():
         print(f"  {line}")
@@ -319,16 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_plot(sub)
     info = sub.add_parser("info", help="versions, backends and why each is (un)available, GPU, BLAS, threads")
-    info.set_defaults(run=_info)
+    info.set_defaults(run=_info, parser=info)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 error, 2 bad arguments, 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # say it with the subcommand's usage, not the top level's
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.run(args, parser)
+    except BrokenPipeError:  # the reader went away (`backprop info | head -1`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
     except KeyboardInterrupt:
         print("\naborted", file=sys.stderr)
         return 130

@@ -386,3 +386,40 @@ def test_a_run_of_an_older_format_is_refused_with_a_reason(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", "run", "--epochs", "2", "--no-progress"]) == 1
     assert "written by another version of backprop (format 'backprop.run/1'" in capsys.readouterr().err
+
+
+def test_a_subcommand_s_bad_argument_shows_that_subcommand_s_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--bogus"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "usage: backprop train" in err and "unrecognized arguments: --bogus" in err
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`backprop train ... | head -1`: the reader goes away after one line; the run stops with status 141
+    (SIGPIPE's), no traceback and no "Exception ignored" at exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "backprop", "train", "--epochs", "3", "--run-dir", "run", *SMALL],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, text=True)
+    assert proc.stdout.readline().startswith("using the embedded MNIST subset")
+    proc.stdout.close()  # as head does
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 141 and err == "", err
+
+
+def test_plot_without_matplotlib_is_refused_before_training(monkeypatch, capsys, tmp_path):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib"
+                        else find_spec(name, *a))
+    with pytest.raises(SystemExit):
+        main(["train", "--plot", "--epochs", "1", "--run-dir", "run", *SMALL])
+    assert "--plot needs matplotlib" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_an_unknown_default_backend_is_named_at_once(monkeypatch, capsys):
+    import backprop as bp
+    monkeypatch.setenv("BACKPROP_BACKEND", "bogus")
+    assert main(["info"]) == 0
+    assert "bogus (from $BACKPROP_BACKEND, which is not a backend" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"unknown backend 'bogus' \(from \$BACKPROP_BACKEND\)"):
+        bp.Linear(2, 2)
