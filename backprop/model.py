@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,17 @@ from backprop.training import evaluate, fit, predict
 
 _NONLINEARITIES = {ReLU: "relu", ReLUMaxPool2D: "relu", Sigmoid: "sigmoid", Tanh: "tanh", Softmax: "softmax"}
 CHECKPOINT_FORMAT = "backprop.weights/1"
+
+
+def _method(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function(model, ...)`` as a method, so that ``help(Sequential.fit)`` shows the real arguments."""
+    @functools.wraps(function)
+    def method(self: Sequential, *args: Any, **kwargs: Any) -> Any:
+        return function(self, *args, **kwargs)
+    first, *rest = inspect.signature(function).parameters.values()
+    method.__signature__ = inspect.signature(function).replace(  # type: ignore[attr-defined]
+        parameters=[first.replace(name="self", annotation=inspect.Parameter.empty), *rest])
+    return method
 
 
 def _flat(layers: list[Layer]) -> list[Layer]:
@@ -188,16 +201,8 @@ class Sequential(Layer):
             raise CheckpointError(f"{source}: saved from layers {layers}, this model has {self._layer_names()}")
         return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in self.state_arrays().items()}
 
-    # -- training -------------------------------------------------------------------------------
-    def fit(self, x: Any, y: Any = None, **kwargs: Any) -> dict[str, list[float]]:
-        """Train on (x, y); see :func:`backprop.training.fit` for the arguments."""
-        return fit(self, x, y, **kwargs)
-
-    def evaluate(self, x: Any, y: Any = None, **kwargs: Any) -> dict[str, Any]:
-        """Loss and metrics on (x, y); see :func:`backprop.training.evaluate`."""
-        return evaluate(self, x, y, **kwargs)
-
-    def predict(self, x: Any, batch_size: int = 1000) -> np.ndarray:
-        """Outputs for ``x`` in inference mode, computed in batches, as a host NumPy array."""
-        return predict(self, x, batch_size=batch_size)
+    # -- training: backprop.training's functions as methods, with their signatures and docstrings ---
+    fit = _method(fit)
+    evaluate = _method(evaluate)
+    predict = _method(predict)
 

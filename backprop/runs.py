@@ -593,6 +593,8 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | No
     if state.epoch >= config.epochs:
         say(f"the run has already trained {state.epoch} epochs; ask for more with --epochs")
         return state.history
+    if resume:
+        say(f"resuming at epoch {state.epoch + 1}, batch {state.batch + 1} of {len(train_loader)}")
     interrupt = StopOnInterrupt(say)
     checkpoint = RunCheckpoint(run_dir, config, train_loader)
     callbacks = [interrupt, *([ProgressBar()] if progress else []), checkpoint, MetricsFiles(run_dir),

@@ -102,6 +102,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(tmp_path, monkeypatch, capsy
     assert load_arrays(tmp_path / "cut" / "checkpoint.npz")[1]["progress"]["batch"] == 2
     monkeypatch.setattr(Optimizer, "step", step)
     assert main(["train", "--resume", "cut", "--no-progress"]) == 0
+    assert "resuming at epoch 2, batch 3 of 6" in capsys.readouterr().out
     assert_same_state(tmp_path / "straight", tmp_path / "cut")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
@@ -421,3 +422,12 @@ def test_an_unknown_default_backend_is_named_at_once(monkeypatch, capsys):
     assert "bogus (from $BACKPROP_BACKEND, which is not a backend" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"unknown backend 'bogus' \(from \$BACKPROP_BACKEND\)"):
         bp.Linear(2, 2)
+
+
+def test_help_shows_fit_s_real_arguments():
+    import inspect
+
+    import backprop as bp
+    params = inspect.signature(bp.Sequential.fit).parameters
+    assert list(params)[:3] == ["self", "x", "y"] and {"loss", "optimizer", "callbacks"} <= set(params)
+    assert "epochs" in (bp.Sequential.fit.__doc__ or "")
