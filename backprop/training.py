@@ -16,7 +16,7 @@ import math
 import numbers
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -482,7 +482,7 @@ def _evaluate(model: Layer, loader: DataLoader, loss: Loss | None, metrics: Sequ
     backend = model.backend
     sums = RunningSums(backend, accuracy="accuracy" in metrics, threshold=_threshold(loss))
     matrix, seen = None, 0
-    guard = targets_checked(loss) if loss is not None else _nothing()
+    guard = targets_checked(loss) if loss is not None else nullcontext()
     with _mode(model, False), guard:
         for xb, yb in loader.batches():
             out = model.forward(xb)
@@ -508,11 +508,6 @@ def _confusion(backend: Any, out: Any, target: Any) -> Any:
     eye = backend.xp.eye(out.shape[1], dtype=np.float64)
     labels = target if target.ndim == 1 else target.argmax(axis=1)
     return (eye[labels].T @ eye[out.argmax(axis=1)]).astype(np.int64)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def evaluate(model: Layer, x: Array, y: Array = None, *, loss: Loss | None = None, metrics: Sequence[str] | None = None,

@@ -45,12 +45,12 @@ def test_conv_matches_direct_convolution(on, rng):
     (lambda: bp.Linear(4, 3), (2, 5), r"Linear expected input of shape \(N, 4\), got \(2, 5\)"),
     (lambda: bp.Linear(4, 3), (2, 4, 1), r"Linear expected .*\(N, 4\), got \(2, 4, 1\)"),
     (lambda: bp.Conv2D(3, 4, 3), (2, 1, 8, 8), r"Conv2D expected input of shape \(N, 3, \*, \*\), got \(2, 1, 8, 8\)"),
-    (lambda: bp.Conv2D(1, 4, 5), (2, 1, 3, 3), r"5x5 window does not fit in a 3x3 input"),
+    (lambda: bp.Conv2D(1, 4, 5), (2, 1, 3, 3), r"5x5 window does not fit in a 3x3 image"),
     (lambda: bp.BatchNorm1D(4), (2, 3), r"BatchNorm1D expected input of shape \(N, 4\), got \(2, 3\)"),
     (lambda: bp.BatchNorm2D(3), (2, 4, 5, 5), r"BatchNorm2D expected .*\(N, 3, \*, \*\), got \(2, 4, 5, 5\)"),
     (lambda: bp.BatchNorm1D(4), (1, 4), r"more than one value per feature"),
     (lambda: bp.MaxPool2D(2), (2, 8, 8), r"MaxPool2D expected input of shape \(N, \*, \*, \*\)"),
-    (lambda: bp.ReLUMaxPool2D(3), (2, 1, 2, 2), r"ReLUMaxPool2D: a 3x3 window does not fit in a 2x2 input"),
+    (lambda: bp.ReLUMaxPool2D(3), (2, 1, 2, 2), r"maxpool2d_relu: a 3x3 window does not fit in a 2x2 image"),
 ])
 def test_wrong_input_shape_is_a_value_error(on, make, shape, expected):
     with pytest.raises(ValueError, match=expected):

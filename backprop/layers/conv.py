@@ -6,7 +6,7 @@ from backprop.backends import Array, Backend
 from backprop.checks import check_positive_int
 from backprop.init import InitSpec, init_std, normal_weights
 from backprop.layers.base import Layer
-from backprop.layers.window import as_pair, check_window_fits
+from backprop.layers.window import as_pair
 from backprop.parameter import Parameter
 
 
@@ -40,7 +40,6 @@ class Conv2D(Layer):
 
     def forward(self, x: Array) -> Array:
         self.check_input(x, (None, self.in_channels, None, None))
-        check_window_fits(self, x, self.kernel_size, self.pad)
         out, self.cache = self.backend.conv2d_forward(x, self.W.data, self.b.data, self.stride, self.pad)
         return self.output(out)
 
