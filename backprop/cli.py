@@ -14,7 +14,7 @@ import importlib.util
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +318,7 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 # -- bench and profile -----------------------------------------------------------------------------
-def _names(choices: Sequence[str]) -> Any:
+def _names(choices: Collection[str]) -> Any:
     """A comma-separated list of ``choices``, as an argument type."""
     def parse(text: str) -> list[str]:
         names = [n.strip().lower() for n in text.split(",") if n.strip()]
@@ -392,13 +392,13 @@ def _profile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import json
 
     from backprop.bench.profile import format_profile, profile_model
-    from backprop.checkpoint import atomic_write
+    from backprop.bench.report import write_text
 
     result = profile_model(args.model, args.backend, args.steps, args.batch_size)
     print(format_profile(result))
     if args.json:
         text = json.dumps(result, indent=1) + "\n"
-        print(f"wrote {atomic_write(args.json, lambda f: f.write(text.encode()))}")
+        print(f"wrote {write_text(args.json, text)}")
     return 0
 
 

@@ -13,8 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from backprop.bench.report import read_result, readme_table
-from backprop.checkpoint import atomic_write
+from backprop.bench.report import read_result, readme_table, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- bench:table -->", "<!-- bench:end -->"
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if new != readme:
-        atomic_write(args.readme, lambda f: f.write(new.encode()))
+        write_text(args.readme, new)
         print(f"{args.readme}: Performance table rewritten from {args.json}")
     return 0
 

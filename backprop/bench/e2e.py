@@ -256,7 +256,7 @@ def run_e2e(settings: Settings, say: Callable[[str], None] = print) -> list[dict
     """Every model x implementation, the implementations taking turns in each round (the order reversed
     every other round), merged into one row each, with the ratio to PyTorch on the same device."""
     impls = [*settings.backends, *settings.torch_rows]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for model in settings.models:
         runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
         for r in range(settings.rounds):

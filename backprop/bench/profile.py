@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from backprop.backends import Backend, get_backend
 from backprop.bench.kernels import KERNELS
 from backprop.bench.stats import spread
 from backprop.model import Sequential
@@ -71,22 +72,21 @@ def layer_methods(model: Sequential, loss: Any, optimizer: Any) -> list[tuple[An
             (optimizer, "step", f"optimizer {type(optimizer).__name__} step")]
 
 
-def profile_model(model_name: str, backend_name: str, steps: int = 10, batch_size: int = 100,
+def profile_model(model_name: str, backend_name: str | Backend, steps: int = 10, batch_size: int = 100,
                   warmup: int = 3) -> dict[str, Any]:
     """Per-layer and per-kernel milliseconds of ``steps`` training steps of a zoo model (Adam, float32,
     batches of the embedded MNIST subset), each row with its median per step, spread and share."""
-    from backprop.backends import get_backend
     from backprop.data import load_mnist_subset
+    from backprop.losses import SoftmaxCrossEntropy
     from backprop.runs import RunConfig, build, loaders
     from backprop.training import train_step
 
     backend = get_backend(backend_name, "float32")
-    config = RunConfig(model=model_name, dataset="mnist", backend=backend.name, batch_size=batch_size,
+    config = RunConfig(model=model_name, dataset="mnist", batch_size=batch_size,
                        train_limit=batch_size * max(1, min(steps, 10)))
     train, _ = loaders(load_mnist_subset(), config, backend)
     batches = list(train)
     model, optimizer = build(config, backend, classes=10)
-    from backprop.losses import SoftmaxCrossEntropy
     loss = SoftmaxCrossEntropy(backend)
     loss.check_values = False  # labels of the embedded subset are in range; no host read per step
 

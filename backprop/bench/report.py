@@ -195,13 +195,17 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def write_text(path: str | Path, text: str) -> str:
+    """``text`` written to ``path`` atomically (UTF-8); the path."""
+    return str(atomic_write(path, lambda f: f.write(text.encode())))
+
+
 def write(result: dict[str, Any], folder: Path, stem: str) -> list[str]:
     """The JSON, the Markdown and (with matplotlib) the PNG, each written atomically; what was written,
     or why the PNG was not."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for suffix, text in ((".json", json.dumps(result, indent=1) + "\n"), (".md", markdown(result))):
-        written.append(str(atomic_write(folder / f"{stem}{suffix}", lambda f, t=text: f.write(t.encode()))))
+    written = [write_text(folder / f"{stem}.json", json.dumps(result, indent=1) + "\n"),
+               write_text(folder / f"{stem}.md", markdown(result))]
     try:
         written.append(str(plot(result, folder / f"{stem}.png")))
     except ImportError:

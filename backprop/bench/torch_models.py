@@ -26,6 +26,7 @@ def torch_model(ours: Sequential) -> Any:
     nn = torch.nn
     get = ours.backend.to_numpy
     layers: list[Any] = []
+    m: Any  # a torch module with weights
     for layer in ours.layers:
         if isinstance(layer, Conv2D):
             m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.pad)
