@@ -54,7 +54,7 @@ def child(tree: Path, path: Path, backend: str, model: str, args: argparse.Names
     """Median images/s of one end-to-end job run from ``tree``, importing backprop from ``path``."""
     if not (tree / "backprop" / "bench" / "e2e.py").is_file():
         sys.exit(f"{tree} has no backprop/bench/e2e.py: compare with a revision that has `backprop bench`")
-    job = Job(backend, model, args.train_images, True, args.windows, args.window_seconds)
+    job = Job(backend, model, args.train_images, args.windows, args.window_seconds)
     env = {**os.environ, "PYTHONPATH": str(path)}
     r = subprocess.run([sys.executable, "-m", "backprop.bench.e2e", json.dumps(vars(job))], capture_output=True,
                        text=True, env=env, cwd=tree)

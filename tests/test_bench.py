@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -161,8 +162,10 @@ def test_cli_bench_writes_json_markdown_and_compares_two_runs(tmp_path, capsys):
     result = report.read_result(json_path)
     assert result["settings"]["train_images"] == 100 and result["settings"]["rounds"] == 1
     assert result["version"] == backprop.__version__ and result["machine"]["cpus"] >= 1
-    assert main(["bench", "--compare", str(json_path), str(json_path)]) == 0
-    assert re.search(r"^\| mlp \| numpy \| .* \| 1\.00 \|$", capsys.readouterr().out, re.M)
+    compared = subprocess.run([sys.executable, "-m", "backprop", "bench", "--compare", str(json_path), str(json_path)],
+                              capture_output=True, text=True, timeout=120)
+    assert compared.returncode == 0, compared.stderr
+    assert re.search(r"^\| mlp \| numpy \| .* \| 1\.00 \|$", compared.stdout, re.M), compared.stdout
 
 
 @pytest.mark.parametrize(("argv", "message"), [

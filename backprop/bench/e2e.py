@@ -54,10 +54,10 @@ class Job:
 
     impl: str  # a backprop backend, or a row of TORCH_ROWS
     model: str
-    train_images: int = 6000
-    accuracy: bool = True  # the first round's epoch and test
-    windows: int = 5
-    window_seconds: float = 0.5
+    train_images: int
+    windows: int
+    window_seconds: float
+    accuracy: bool = True  # the first round's epoch and test; later rounds warm up instead
 
 
 @dataclass
@@ -261,7 +261,8 @@ def run_e2e(settings: Settings, say: Callable[[str], None] = print) -> list[dict
         runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
         for r in range(settings.rounds):
             for impl in (impls if r % 2 == 0 else impls[::-1]):
-                job = Job(impl, model, settings.train_images, r == 0, settings.windows, settings.window_seconds)
+                job = Job(impl, model, settings.train_images, settings.windows, settings.window_seconds,
+                          accuracy=r == 0)
                 runs[impl].append(child(job))
         merged = {impl: merge(impl, model, got) for impl, got in runs.items()}
         for impl, row in merged.items():

@@ -32,8 +32,9 @@ def extremes(s: dict[str, Any] | None, spec: str = ".2f") -> str:
     return f"{format(s['median'], spec)} ({format(s['min'], spec)}-{format(s['max'], spec)})"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|",
+def _table(head: list[str], rows: list[list[str]], names: int = 2) -> str:
+    """A Markdown table whose first ``names`` columns are left-aligned and the figures right-aligned."""
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * names + "---:|" * (len(head) - names),
                       *("| " + " | ".join(r) + " |" for r in rows)])
 
 
@@ -128,7 +129,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
              f"{r['seconds']['median'] * 1e3:.3f}", ratio(kernels[key]["median"], r["seconds"]["median"])]
             for r in b.get("kernels", []) if (key := (r["kernel"], r["shape"], r["backend"])) in kernels]
     if rows:
-        lines += [_table(["kernel", "shape", "backend", "A ms", "B ms", "B / A (time)"], rows)]
+        lines += [_table(["kernel", "shape", "backend", "A ms", "B ms", "B / A (time)"], rows, names=3)]
     if len(lines) == 3:
         lines.append("the two runs have no figure in common")
     return "\n".join(lines)
