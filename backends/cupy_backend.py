@@ -18,6 +18,7 @@ import numpy as np
 
 from backprop.backends.base import FLOAT_DTYPES, Backend, Pair
 from backprop.kernels import cuda
+from backprop.kernels.arrays import Scalar
 
 INSTALL_HINT = "install CuPy for your CUDA version: pip install 'backprop[cuda12]' or 'backprop[cuda13]'"
 
@@ -207,7 +208,7 @@ class CupyBackend(Backend):
         C-contiguous arrays; anything else goes to the reference."""
         return self._native(p, g, *state, in_place=(p, *state)) and all(a.shape == p.shape for a in (g, *state))
 
-    def _sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
+    def _sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: Scalar, momentum: float,
                    nesterov: bool) -> None:
         state = () if velocity is None else (velocity,)
         if not self._native_update(p, g, *state):
@@ -215,24 +216,24 @@ class CupyBackend(Backend):
         with self._guard("sgd_update", p):
             cuda.sgd_update(p, g, velocity, lr, momentum, nesterov, runner=self.runner)
 
-    def _adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
+    def _adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: Scalar, eps: float) -> None:
         if not self._native_update(p, g, sum_sq):
             return super()._adagrad_update(p, g, sum_sq, lr, eps)
         with self._guard("adagrad_update", p):
             cuda.adagrad_update(p, g, sum_sq, lr, eps, runner=self.runner)
 
-    def _rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
+    def _rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: Scalar, rho: float, eps: float) -> None:
         if not self._native_update(p, g, mean_sq):
             return super()._rmsprop_update(p, g, mean_sq, lr, rho, eps)
         with self._guard("rmsprop_update", p):
             cuda.rmsprop_update(p, g, mean_sq, lr, rho, eps, runner=self.runner)
 
-    def _adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
-                    eps: float, step: int) -> None:
+    def _adam_update(self, p: Any, g: Any, m: Any, v: Any, lr_t: Scalar, beta1: float, beta2: float,
+                     eps_t: Scalar) -> None:
         if not self._native_update(p, g, m, v):
-            return super()._adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
+            return super()._adam_update(p, g, m, v, lr_t, beta1, beta2, eps_t)
         with self._guard("adam_update", p):
-            cuda.adam_update(p, g, m, v, lr, beta1, beta2, eps, step, runner=self.runner)
+            cuda.adam_update(p, g, m, v, lr_t, beta1, beta2, eps_t, runner=self.runner)
 
 
 NOT_INSTALLED = "CuPy is not installed"  # the start of probe()'s reason when there is no CuPy at all
