@@ -13,6 +13,7 @@ instead of failing inside compiled code or reading past an array's end.
 from __future__ import annotations
 
 import weakref
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -169,6 +170,11 @@ class Backend:
 
     def empty(self, shape: Any, dtype: DTypeLike | None = None) -> Array:
         return self.xp.empty(shape, dtype=self.dtype if dtype is None else dtype)
+
+    def guard(self, operation: str, *arrays: Array) -> AbstractContextManager[None]:
+        """A context in which running out of device memory raises an error that names ``operation``
+        (and the shapes of ``arrays``), the bytes asked for and the memory free. The host needs none."""
+        return nullcontext()
 
     def synchronize(self) -> None:
         """Wait for queued device work; a no-op on the CPU. Call it before reading a clock."""

@@ -53,11 +53,13 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Arra
 
 def device_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Array) -> tuple[Array, Array]:
     """:func:`train_step` without the optimizer's host half (``begin_step``): only device work, which a
-    CUDA graph captures (:mod:`backprop.graphs`)."""
-    out = model.forward(x)
-    value = loss.forward(out, y)
-    model.backward_params(loss.backward())
-    optimizer.apply()
+    CUDA graph captures (:mod:`backprop.graphs`). Running out of GPU memory anywhere in it is a
+    ``GPUOutOfMemoryError`` naming the request and the free memory."""
+    with model.backend.guard(f"a training step on a batch of {tuple(x.shape)}"):
+        out = model.forward(x)
+        value = loss.forward(out, y)
+        model.backward_params(loss.backward())
+        optimizer.apply()
     return value, out
 
 
