@@ -111,6 +111,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--plot", action="store_true", help="write the loss and accuracy curves as a PNG (needs "
                                                        "matplotlib: pip install 'backprop[plot]')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--cuda-graph", action="store_true", help="replay each training step as a CUDA graph "
+                                                            "(cupy backend): the same results, launched at once")
     p.set_defaults(run=_train, parser=p)
 
 
@@ -156,7 +158,8 @@ def _train_held(args: argparse.Namespace, parser: argparse.ArgumentParser, run_d
         config.backend = args.backend
     try:
         history = train(config, run_dir, resume=args.resume is not None, data_dir=args.data_dir,
-                        download=args.download, progress=not args.no_progress, say=_say)
+                        download=args.download, progress=not args.no_progress, cuda_graph=args.cuda_graph,
+                        say=_say)
         status = 0
     except Interrupted as exc:
         _say(f"{exc}; checkpoint saved. Continue with: backprop train --resume {run_dir}")

@@ -32,6 +32,7 @@ from backprop.callbacks import Callback, EpochLine, Logs, MetricsFiles, Progress
 from backprop.checkpoint import ArraySpec, CheckpointError, atomic_write, load_arrays, remove_temp_files, save_arrays
 from backprop.data.loader import DataLoader
 from backprop.data.mnist import DATASETS, Dataset, find_files, load_dataset, load_mnist_subset, read_files, spec
+from backprop.graphs import graph_problem
 from backprop.losses import SoftmaxCrossEntropy
 from backprop.model import Sequential
 from backprop.optim import SGD, AdaGrad, Adam, AdamW, Momentum, Optimizer, RMSProp
@@ -520,7 +521,7 @@ class RunCheckpoint(Callback):
 
 
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_dir: str | None = None,
-          download: bool = False, progress: bool = True,
+          download: bool = False, progress: bool = True, cuda_graph: bool = False,
           say: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train (or, with ``resume``, continue) the run in ``run_dir`` up to ``config.epochs`` epochs.
 
@@ -528,10 +529,11 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
     metrics files after every epoch, Ctrl-C, a progress bar and a line per epoch through ``say``.
     Returns the history (one record per epoch). On Ctrl-C it saves a checkpoint after the current batch
     and raises :class:`Interrupted`. The run holds its folder throughout (:func:`hold_run_dir`).
+    ``cuda_graph`` replays each step as a CUDA graph (cupy backend; the same results).
     """
     with hold_run_dir(run_dir, create=not resume) as run_dir:
         return _train(config, run_dir, resume=resume, data_dir=data_dir, download=download, progress=progress,
-                      say=say)
+                      cuda_graph=cuda_graph, say=say)
 
 
 # Fields a resumed run may change: a new total of epochs, another backend, the data's new place.
@@ -539,7 +541,7 @@ RESUMABLE_CHANGES = ("epochs", "backend", "data_source")
 
 
 def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | None, download: bool, progress: bool,
-           say: Callable[[str], None]) -> list[dict[str, Any]]:
+           cuda_graph: bool, say: Callable[[str], None]) -> list[dict[str, Any]]:
     backend = get_backend(config.backend, config.dtype)
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {}
@@ -563,6 +565,9 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | No
     config.data_sha256 = sha256
     train_loader, test_loader = loaders(data, config, backend)
     model, optimizer = build(config, backend, len(data.spec.classes))
+    problem = graph_problem(model) if cuda_graph else None
+    if problem is not None:
+        raise ValueError(f"--cuda-graph: {problem}")
     state = TrainingState()
     if resume:
         check_progress(meta, arrays, len(train_loader.x), len(train_loader))
@@ -601,7 +606,8 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | No
                  EpochLine(say, validation="test")]
     try:
         fit(model, train_loader, loss=SoftmaxCrossEntropy(backend), optimizer=optimizer, epochs=config.epochs,
-            validation_data=test_loader, metrics=["accuracy"], progress=False, callbacks=callbacks, state=state)
+            validation_data=test_loader, metrics=["accuracy"], progress=False, callbacks=callbacks, state=state,
+            cuda_graph=cuda_graph)
     except TrainingDivergedError as exc:
         kept = (f"{run_dir / CHECKPOINT} still holds epoch {state.epoch}" if state.epoch else
                 f"no epoch finished, so {run_dir} holds no checkpoint")

@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     get_backend("numba")  # says what to install when Numba is missing
     with tempfile.TemporaryDirectory() as folder:
         base = load_module(source, Path(folder), "numba_cpu_base")
+        missing = sorted(name for name in vars(get_backend("numba").k) if not name.startswith("_")
+                         and not hasattr(base, name))
+        if missing:
+            sys.exit(f"{KERNELS} at {args.base!r} lacks {', '.join(missing)}, which this tree's backend calls: "
+                     "compare against a revision with the same kernels")
         variants = {"working tree": NumbaBackend(np.float32, seed=0), args.base: NumbaBackend(np.float32, seed=0,
                                                                                              kernels=base)}
         rates = interleave(variants, args.model, args.steps, args.rounds)

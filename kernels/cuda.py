@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from backprop.kernels.reference import adam_scalars, conv_output_size
+from backprop.kernels.arrays import Scalar
+from backprop.kernels.reference import conv_output_size
 
 Pair = tuple[int, int]
 
@@ -37,7 +38,7 @@ SOURCE_DIR = Path(__file__).with_name("cuda")
 # Concatenated in this order into one translation unit; their `#include "common.cuh"` lines are
 # dropped, since NVRTC gets the text, not the folder.
 SOURCE_FILES = ("common.cuh", "conv.cu", "pool.cu", "activations.cu", "softmax.cu", "optim.cu")
-KERNELS = ("im2col", "col2im", "maxpool2d", "maxpool2d_backward",
+KERNELS = ("im2col", "col2im", "maxpool2d", "maxpool2d_backward", "add_bias_relu", "relu_bias_grad",
            "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
            "softmax", "softmax_backward", "softmax_cross_entropy_labels", "softmax_cross_entropy_probs",
            "sgd_update", "sgd_update_momentum", "adagrad_update", "rmsprop_update", "adam_update")
@@ -188,8 +189,8 @@ def _same(what: str, a: Any, shape: tuple[int, ...], dtype: Any) -> None:
         raise ValueError(f"{what} must be {np.dtype(dtype)} {tuple(shape)}, got {a.dtype} {tuple(a.shape)}")
 
 
-def _in_place(what: str, a: Any, like: Any) -> None:
-    _same(what, a, like.shape, like.dtype)
+def _in_place(what: str, a: Any, shape: tuple[int, ...], dtype: Any) -> None:
+    _same(what, a, shape, dtype)
     if not a.flags.c_contiguous:
         raise ValueError(f"{what} is updated in place and must be C-contiguous")
 
@@ -197,9 +198,9 @@ def _in_place(what: str, a: Any, like: Any) -> None:
 def _update_operands(r: Runner, p: Any, g: Any, **state: Any) -> Any:
     """Check an optimizer update's operands (the parameter and its state updated in place, the
     gradient of the same shape and dtype); returns the gradient, C-contiguous."""
-    _in_place("the parameter", p, p)
+    _in_place("the parameter", p, p.shape, p.dtype)
     for name, a in state.items():
-        _in_place(name, a, p)
+        _in_place(name, a, p.shape, p.dtype)
     g = r.xp.ascontiguousarray(g)
     _same("the gradient", g, p.shape, p.dtype)
     return g
@@ -251,21 +252,25 @@ def col2im(col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: 
 
 # -- pooling ------------------------------------------------------------------------------------
 
-def maxpool2d(x: Any, kernel: Pair, stride: Pair, pad: Pair, runner: Runner | None = None) -> tuple[Any, Any]:
-    """(out, argmax): the max of each window (padding is -inf) and its offset ky*KW+kx, as int32."""
+def maxpool2d(x: Any, kernel: Pair, stride: Pair, pad: Pair, relu: bool = False,
+              runner: Runner | None = None) -> tuple[Any, Any]:
+    """(out, argmax): the max of each window (padding is -inf) and its offset ky*KW+kx, as int32; with
+    ``relu``, out is the ReLU of the max (``maxpool2d_relu``)."""
     r = runner or default_runner()
     x = r.xp.ascontiguousarray(x)
     geometry = _window(x.shape, kernel, stride, pad)
     n, c, oh, ow = geometry[0], geometry[1], geometry[10], geometry[11]
     out = r.xp.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = r.xp.empty((n, c, oh, ow), dtype=np.int32)
-    r.launch("maxpool2d", x.dtype, out.size, (x, out, argmax, *_i64(*geometry)))
+    r.launch("maxpool2d", x.dtype, out.size, (x, out, argmax, *_i64(*geometry), np.int32(relu)))
     return out, argmax
 
 
 def maxpool2d_backward(dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair,
-                       runner: Runner | None = None) -> Any:
-    """The input gradient: each output's gradient goes to the input its argmax names."""
+                       y: Any | None = None, runner: Runner | None = None) -> Any:
+    """The input gradient: each output's gradient goes to the input its argmax names. With ``y`` (the
+    output of ``maxpool2d(..., relu=True)``) the gradient is masked by ``y > 0`` on the way
+    (``maxpool2d_relu_backward``)."""
     r = runner or default_runner()
     geometry = _window(tuple(x_shape), kernel, stride, pad)
     n, c, h, w, oh, ow = *geometry[:4], geometry[10], geometry[11]
@@ -273,8 +278,12 @@ def maxpool2d_backward(dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel:
     argmax = r.xp.ascontiguousarray(argmax, dtype=np.int32)
     _same("maxpool2d_backward's dout", dout, (n, c, oh, ow), dout.dtype)
     _same("maxpool2d_backward's argmax", argmax, (n, c, oh, ow), np.int32)
+    if y is not None:
+        y = r.xp.ascontiguousarray(y)
+        _same("maxpool2d_backward's y", y, (n, c, oh, ow), dout.dtype)
     dx = r.xp.empty((n, c, h, w), dtype=dout.dtype)
-    r.launch("maxpool2d_backward", dout.dtype, dx.size, (dout, argmax, dx, *_i64(*geometry)))
+    r.launch("maxpool2d_backward", dout.dtype, dx.size,
+             (dout, dout if y is None else y, argmax, dx, *_i64(*geometry), np.int32(y is not None)))
     return dx
 
 
@@ -295,6 +304,35 @@ def _binary(kernel: str, dout: Any, y: Any, runner: Runner | None) -> Any:
     dx = r.xp.empty(dout.shape, dtype=dout.dtype)
     r.launch(kernel, dout.dtype, dx.size, (dout, y, dx, np.int64(dx.size)))
     return dx
+
+
+def _channels(a: Any) -> tuple[int, int, int]:
+    """(outer, channels, inner) of an array whose channel axis is axis 1."""
+    channels = a.shape[1]
+    inner = math.prod(a.shape[2:])
+    return a.size // max(1, channels * inner), channels, inner
+
+
+def add_bias_relu(y: Any, b: Any, runner: Runner | None = None) -> None:
+    """In place: y = relu(y + b) over axis 1 (y C-contiguous)."""
+    r = runner or default_runner()
+    _in_place("add_bias_relu's y", y, y.shape, y.dtype)
+    b = r.xp.ascontiguousarray(b)
+    _same("add_bias_relu's b", b, y.shape[1:2], y.dtype)
+    _, channels, inner = _channels(y)
+    r.launch("add_bias_relu", y.dtype, y.size, (y, b, *_i64(y.size, channels, inner)))
+
+
+def relu_bias_grad(dout: Any, y: Any, out: Any, runner: Runner | None = None) -> Any:
+    """dz = (y > 0) * dout, returned, and its sums per channel (axis 1) written into ``out``."""
+    r = runner or default_runner()
+    dout, y = r.xp.ascontiguousarray(dout), r.xp.ascontiguousarray(y)
+    _same("relu_bias_grad's y", y, dout.shape, dout.dtype)
+    _in_place("relu_bias_grad's out", out, dout.shape[1:2], dout.dtype)
+    outer, channels, inner = _channels(dout)
+    dz = r.xp.empty(dout.shape, dtype=dout.dtype)
+    r.launch("relu_bias_grad", dout.dtype, channels, (dout, y, dz, out, *_i64(outer, channels, inner)))
+    return dz
 
 
 def relu(x: Any, runner: Runner | None = None) -> Any:
@@ -368,45 +406,54 @@ def softmax_cross_entropy(logits: Any, target: Any, runner: Runner | None = None
         target = r.xp.ascontiguousarray(target)
         _same("probability targets", target, (n, k), logits.dtype)
     r.launch(kernel, logits.dtype, n, (logits, target, grad, row_loss, *_i64(n, k), t(n)))
-    return r.xp.asarray(row_loss.sum() / t(n)), grad
+    return r.xp.asarray(row_loss.mean()), grad  # one reduction launch: CuPy divides by n in its post-map
 
 
 # -- optimizer updates (in place) ------------------------------------------------------------------
 
-def sgd_update(p: Any, g: Any, velocity: Any | None, lr: float, momentum: float, nesterov: bool,
+def _step_scalar(r: Runner, what: str, value: Scalar, p: Any) -> Any:
+    """A step scalar as the kernels read it, from device memory: a 0-d array of p's dtype as it is, a
+    number put into one (callers who update many parameters keep theirs on the device, as optimizers do)."""
+    if hasattr(value, "shape"):
+        _same(what, value, (), p.dtype)
+        return r.xp.ascontiguousarray(value)
+    return r.xp.full((), value, dtype=p.dtype)
+
+
+def sgd_update(p: Any, g: Any, velocity: Any | None, lr: Scalar, momentum: float, nesterov: bool,
                runner: Runner | None = None) -> None:
     r = runner or default_runner()
     g = _update_operands(r, p, g, **({} if velocity is None else {"the velocity": velocity}))
-    t = p.dtype.type
+    lr = _step_scalar(r, "lr", lr, p)
     if velocity is None:
-        r.launch("sgd_update", p.dtype, p.size, (p, g, np.int64(p.size), t(lr)))
+        r.launch("sgd_update", p.dtype, p.size, (p, g, lr, np.int64(p.size)))
         return
     r.launch("sgd_update_momentum", p.dtype, p.size,
-             (p, g, velocity, np.int64(p.size), t(lr), t(momentum), np.int32(bool(nesterov))))
+             (p, g, velocity, lr, np.int64(p.size), p.dtype.type(momentum), np.int32(bool(nesterov))))
 
 
-def adagrad_update(p: Any, g: Any, sum_sq: Any, lr: float, eps: float, runner: Runner | None = None) -> None:
+def adagrad_update(p: Any, g: Any, sum_sq: Any, lr: Scalar, eps: float, runner: Runner | None = None) -> None:
     r = runner or default_runner()
     g = _update_operands(r, p, g, sum_sq=sum_sq)
     t = p.dtype.type
-    r.launch("adagrad_update", p.dtype, p.size, (p, g, sum_sq, np.int64(p.size), t(lr), t(eps)))
+    r.launch("adagrad_update", p.dtype, p.size, (p, g, sum_sq, _step_scalar(r, "lr", lr, p), np.int64(p.size), t(eps)))
 
 
-def rmsprop_update(p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float,
+def rmsprop_update(p: Any, g: Any, mean_sq: Any, lr: Scalar, rho: float, eps: float,
                    runner: Runner | None = None) -> None:
     r = runner or default_runner()
     g = _update_operands(r, p, g, mean_sq=mean_sq)
     t = p.dtype.type
     r.launch("rmsprop_update", p.dtype, p.size,
-             (p, g, mean_sq, np.int64(p.size), t(lr), t(rho), t(1 - rho), t(eps)))
+             (p, g, mean_sq, _step_scalar(r, "lr", lr, p), np.int64(p.size), t(rho), t(1 - rho), t(eps)))
 
 
-def adam_update(p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float, eps: float, step: int,
+def adam_update(p: Any, g: Any, m: Any, v: Any, lr_t: Scalar, beta1: float, beta2: float, eps_t: Scalar,
                 runner: Runner | None = None) -> None:
-    """Adam with the reference's bias correction; ``step`` counts from 1."""
+    """Adam with its bias corrections folded into ``lr_t`` and ``eps_t`` (``reference.adam_scalars``)."""
     r = runner or default_runner()
     g = _update_operands(r, p, g, m=m, v=v)
-    lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
     t = p.dtype.type
     r.launch("adam_update", p.dtype, p.size,
-             (p, g, m, v, np.int64(p.size), t(lr_t), t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(eps_t)))
+             (p, g, m, v, _step_scalar(r, "lr_t", lr_t, p), _step_scalar(r, "eps_t", eps_t, p), np.int64(p.size),
+              t(beta1), t(1 - beta1), t(beta2), t(1 - beta2)))

@@ -94,6 +94,7 @@ def test_rounds_take_turns_and_ratios_are_to_pytorch_on_the_same_device(monkeypa
     assert rows["cupy"]["vs_torch"]["max"] == pytest.approx(2800 / 1000)  # against torch-cuda, not torch
     assert rows["cupy"]["device"] == "gpu" and rows["numpy"]["device"] == "cpu"
     assert "vs_torch" not in rows["torch"]
+    assert e2e.reference("cupy-graph") == "torch-cuda-graph" and e2e.reference("numba") == "torch"
     assert rows["numpy"]["images_per_s"]["n"] == 4 and rows["numpy"]["round_images_per_s"] == [100.0, 800.0]
     assert rows["numpy"]["gflops"]["median"] == pytest.approx(rows["numpy"]["images_per_s"]["median"] / 100)
 
@@ -204,7 +205,7 @@ def test_report_reads_peaks_per_device_and_draws_error_bars(tmp_path):
 def test_profile_times_every_layer_and_kernel_of_the_library_step(backend):
     result = profile.profile_model("lenet5", backend, steps=2, batch_size=4, warmup=1)
     names = [r["name"] for r in result["layers"]]
-    assert names[0] == "0 Conv2D forward" and names[-1] == "optimizer Adam step"
+    assert names[:2] == ["optimizer Adam begin_step", "0 Conv2D forward"] and names[-1] == "optimizer Adam apply"
     assert "0 Conv2D backward" in names and "loss SoftmaxCrossEntropy backward" in names
     assert {r["name"] for r in result["kernels"]} <= set(KERNELS)
     assert {"conv2d_forward", "conv2d_backward", "adam_update"} <= {r["name"] for r in result["kernels"]}

@@ -66,17 +66,17 @@ def test_interleave_runs_each_variant_on_its_own_kernels():
     counting = types.ModuleType("numba_cpu_counting")
     counting.__dict__.update(vars(numba_cpu))
 
-    def relu(*args):
+    def add_bias_relu(*args):
         calls.append(1)
-        return numba_cpu.relu(*args)
-    counting.relu = relu
+        return numba_cpu.add_bias_relu(*args)
+    counting.add_bias_relu = add_bias_relu
     shared = get_backend("numba")
     from backprop.backends.numba_backend import NumbaBackend
     variants = {"shipped": NumbaBackend(), "counting": NumbaBackend(kernels=counting)}
     rates = ab_kernels.interleave(variants, "mlp", steps=2, rounds=3)
     assert shared.k is numba_cpu  # the shared backend is left alone
     assert [len(r) for r in rates.values()] == [3, 3] and all(v > 0 for r in rates.values() for v in r)
-    # warm-up 5 steps + 3 rounds of 2, two ReLUs a step
+    # warm-up 5 steps + 3 rounds of 2, two Linear layers with their ReLU a step
     assert len(calls) == 2 * (5 + 3 * 2)
 
 

@@ -45,14 +45,17 @@ FULL_MNIST = 60_000
 INPUT = (1, 28, 28)
 MARK = "E2E-JSON "
 WARMUP_STEPS = 5  # in rounds without the accuracy epoch
-GPU_ROWS = {"cupy", "torch-cuda", "torch-cuda-graph"}
+GRAPH = "-graph"  # cupy-graph: the cupy backend replaying a CUDA graph of the step
+GPU_ROWS = {"cupy", f"cupy{GRAPH}", "torch-cuda", "torch-cuda-graph"}
+# Each of our implementations is compared with PyTorch on the same device, a graph with a graph.
+REFERENCE = {"cupy": "torch-cuda", f"cupy{GRAPH}": "torch-cuda-graph"}
 
 
 @dataclass
 class Job:
     """One subprocess's work: one implementation, one model, one round."""
 
-    impl: str  # a backprop backend, or a row of TORCH_ROWS
+    impl: str  # a backprop backend, cupy-graph, or a row of TORCH_ROWS
     model: str
     train_images: int
     windows: int
@@ -65,7 +68,7 @@ class Settings:
     """What ``backprop bench`` trains and how long it times."""
 
     models: Sequence[str] = ("simpleconvnet", "lenet5", "mlp", "deepconvnet")
-    backends: Sequence[str] = ("numpy", "numba")
+    backends: Sequence[str] = ("numpy", "numba")  # and cupy-graph, our step replayed as a CUDA graph
     torch_rows: Sequence[str] = ()
     rounds: int = 3
     windows: int = 5
@@ -102,10 +105,13 @@ def step_flops(model: Sequential, batch: int = BATCH) -> int:
 
 # -- one job, in its own process --------------------------------------------------------------------
 class OursTrainer:
-    """backprop on one backend, stepping with :func:`backprop.training.train_step`."""
+    """backprop on one backend, stepping with :func:`backprop.training.train_step`; ``cupy-graph``:
+    the same step captured once as a CUDA graph and replayed (:class:`backprop.graphs.CudaGraphStep`,
+    what ``fit(cuda_graph=True)`` runs)."""
 
-    def __init__(self, backend: str) -> None:
-        self.name = backend
+    def __init__(self, impl: str) -> None:
+        self.name = impl.removesuffix(GRAPH)
+        self.graph = impl.endswith(GRAPH)
 
     def open_device(self) -> None:
         from backprop.backends import get_backend
@@ -127,8 +133,16 @@ class OursTrainer:
         self.loss = SoftmaxCrossEntropy(self.backend)
         self.loss.check_values = False  # the labels were checked once, above
         self.opt = Adam(ours.parameters(), lr=lr)
+        if self.graph:
+            from backprop.graphs import CudaGraphStep
+            from backprop.training import device_step
+            self.graph_step = CudaGraphStep(device_step, ours, self.loss, self.opt)
 
     def step(self, x: Any, y: Any) -> None:
+        if self.graph:
+            with self.graph_step.stream:
+                self.graph_step(x, y)
+            return
         from backprop.training import train_step
         train_step(self.model, self.loss, self.opt, x, y)
 
@@ -145,8 +159,10 @@ class OursTrainer:
     def extra(self) -> dict[str, Any]:
         if self.name != "cupy":
             return {}
+        # the graph's own pool holds what its replays use
+        graph_pool = self.graph_step.pool.total_bytes() if self.graph else 0
         # the pool keeps what it once held, so its size is the high-water mark
-        return {"peak_gpu_mb": self.backend.xp.get_default_memory_pool().total_bytes() / 2**20}
+        return {"peak_gpu_mb": (self.backend.xp.get_default_memory_pool().total_bytes() + graph_pool) / 2**20}
 
 
 def peak_rss_mb() -> float:
@@ -246,10 +262,8 @@ def merge(impl: str, model: str, rounds: list[dict[str, Any]]) -> dict[str, Any]
 
 
 def reference(impl: str) -> str | None:
-    """The PyTorch row an implementation is compared with: PyTorch eager on the same device."""
-    if impl in TORCH_ROWS:
-        return None
-    return "torch-cuda" if impl in GPU_ROWS else "torch"
+    """The PyTorch row an implementation is compared with: PyTorch on the same device."""
+    return None if impl in TORCH_ROWS else REFERENCE.get(impl, "torch")
 
 
 def run_e2e(settings: Settings, say: Callable[[str], None] = print) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from backprop.backends import Backend
 from backprop.bench.stats import spread, timed_calls
-from backprop.kernels.reference import conv_output_size
+from backprop.kernels.reference import adam_scalars, conv_output_size
 
 
 class Shape(NamedTuple):
@@ -61,6 +61,7 @@ def cases(backend: Backend, shape: Shape) -> dict[str, Callable[[], object]]:
     p = a(o * ckk * 100)  # a Linear layer's worth of weights
     g = a(p.size)
     velocity, sum_sq, mean_sq, m, v = (backend.zeros(p.size) for _ in range(5))  # each optimizer's own state
+    lr_t, eps_t = adam_scalars(1e-3, 0.9, 0.999, 1e-8, 1)
     sigmoid, tanh = backend.sigmoid(act), backend.tanh(act)
     return {
         "matmul": lambda: backend.matmul(col, W.reshape(o, ckk).T),
@@ -69,6 +70,8 @@ def cases(backend: Backend, shape: Shape) -> dict[str, Callable[[], object]]:
         "conv2d_forward": lambda: backend.conv2d_forward(x, W, b, one, none),
         "conv2d_backward": lambda: backend.conv2d_backward(out, cache, W, dW, db),
         "add_bias": lambda: backend.add_bias(act, b),
+        "add_bias_relu": lambda: backend.add_bias_relu(act, b),
+        "relu_bias_grad": lambda: backend.relu_bias_grad(act, y, db),
         "bias_grad": lambda: backend.bias_grad(act, db),
         "relu": lambda: backend.relu(act),
         "relu_backward": lambda: backend.relu_backward(act, y),
@@ -87,7 +90,7 @@ def cases(backend: Backend, shape: Shape) -> dict[str, Callable[[], object]]:
         "sgd_update": lambda: backend.sgd_update(p, g, velocity, 1e-3, 0.9, False),
         "adagrad_update": lambda: backend.adagrad_update(p, g, sum_sq, 1e-3, 1e-8),
         "rmsprop_update": lambda: backend.rmsprop_update(p, g, mean_sq, 1e-3, 0.9, 1e-8),
-        "adam_update": lambda: backend.adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 1),
+        "adam_update": lambda: backend.adam_update(p, g, m, v, lr_t, 0.9, 0.999, eps_t),
     }
 
 

@@ -61,7 +61,8 @@ def instrumented(objects: list[tuple[Any, str, str]], recorder: Recorder) -> Ite
 
 def layer_methods(model: Sequential, loss: Any, optimizer: Any) -> list[tuple[Any, str, str]]:
     """What train_step calls: each layer's forward and backward (a first layer's backward_params is its
-    backward), the loss's forward and backward, the optimizer's step."""
+    backward), the loss's forward and backward, the optimizer's two halves (the host's begin_step, the
+    device's apply)."""
     found = []
     for i, layer in enumerate(model.layers):
         name = f"{i} {type(layer).__name__}"
@@ -69,7 +70,8 @@ def layer_methods(model: Sequential, loss: Any, optimizer: Any) -> list[tuple[An
                   (layer, "backward_params", f"{name} backward")]
     loss_name = f"loss {type(loss).__name__}"
     return [*found, (loss, "forward", f"{loss_name} forward"), (loss, "backward", f"{loss_name} backward"),
-            (optimizer, "step", f"optimizer {type(optimizer).__name__} step")]
+            (optimizer, "begin_step", f"optimizer {type(optimizer).__name__} begin_step"),
+            (optimizer, "apply", f"optimizer {type(optimizer).__name__} apply")]
 
 
 def profile_model(model_name: str, backend_name: str | Backend, steps: int = 10, batch_size: int = 100,

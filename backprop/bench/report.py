@@ -15,7 +15,8 @@ from backprop.checkpoint import atomic_write
 
 NOTES = ("FLOPs: conv and linear layers only; forward = 2 x MACs, backward = 2 x forward less the first layer's "
          "input gradient, which no implementation computes. % peak: against a 2048x2048 float32 matrix product "
-         "measured on the same device. ours/torch: per round, images/s over PyTorch eager's on the same device.")
+         "measured on the same device. ours/torch: per round, images/s over PyTorch's on the same device (eager; "
+         "cupy-graph against torch-cuda-graph).")
 
 
 def quartiles(s: dict[str, Any] | None, spec: str = ",.0f") -> str:

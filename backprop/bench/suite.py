@@ -105,7 +105,7 @@ def run_bench(plan: Plan, out: Path = DEFAULT_OUT, backends: Sequence[str] | Non
     say(f"{m['cpus']} CPUs, {m['processor']}; float32 matmul peak GFLOP/s: "
         + ", ".join(f"{d} {report.quartiles(p, '.1f')}" for d, p in peaks.items()))
     settings = plan.e2e
-    settings.backends = names
+    settings.backends = [*names, *(["cupy-graph"] if "cupy" in names else [])]
     if plan.e2e_on and torch:
         version, cuda, why = torch_status()
         if version is None:

@@ -1,8 +1,9 @@
 """The zoo's networks in PyTorch, with backprop's initial weights, trained the way PyTorch users do.
 
 PyTorch is optional: this module imports it only when a function here is called, in the benchmark's
-PyTorch subprocess. A zoo model maps layer by layer (a ``ReLUMaxPool2D`` becomes ReLU then max pooling;
-Dropout keeps its rate, though its random masks differ from backprop's).
+PyTorch subprocess. A zoo model maps layer by layer (a ``ReLUMaxPool2D`` becomes ReLU then max pooling,
+a ``Linear(activation="relu")`` Linear then ReLU; Dropout keeps its rate, though its random masks differ
+from backprop's).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def torch_model(ours: Sequential) -> Any:
             m.weight.copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
             m.bias.copy_(torch.from_numpy(get(layer.b.data).astype(np.float32)))
         layers.append(m)
+        if getattr(layer, "activation", None) == "relu":  # Linear(activation="relu"): the pair in one layer
+            layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
 
