@@ -56,8 +56,10 @@ def child(tree: Path, path: Path, backend: str, model: str, args: argparse.Names
         sys.exit(f"{tree} has no backprop/bench/e2e.py: compare with a revision that has `backprop bench`")
     job = Job(backend, model, args.train_images, args.windows, args.window_seconds)
     env = {**os.environ, "PYTHONPATH": str(path)}
+    # run from the folder of links: `-m` puts the working folder first on sys.path, and a tree's own
+    # backprop/ lacks backends/ and kernels/, which the editable install would then take from elsewhere
     r = subprocess.run([sys.executable, "-m", "backprop.bench.e2e", json.dumps(vars(job))], capture_output=True,
-                       text=True, env=env, cwd=tree)
+                       text=True, env=env, cwd=path)
     lines = [line for line in r.stdout.splitlines() if line.startswith(MARK)]
     if r.returncode != 0 or not lines:
         sys.exit(f"{tree} {backend} {model} failed:\n{r.stdout}\n{r.stderr}")
