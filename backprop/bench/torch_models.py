@@ -100,6 +100,9 @@ class TorchTrainer:
             return
         if self.graph is None:
             self._capture(x, y)
+        if x.shape != self.static_x.shape:  # a partial last batch runs eagerly, as backprop's graphs do
+            self._eager(x, y)
+            return
         self.static_x.copy_(x)
         self.static_y.copy_(y)
         self.graph.replay()
