@@ -31,6 +31,8 @@ import numpy as np
 
 from backprop import Backend, SoftmaxCrossEntropy, get_backend, zoo
 from backprop.backends.numba_backend import NumbaBackend
+from backprop.bench.report import quartiles
+from backprop.bench.stats import spread
 from backprop.checks import int_arg
 from backprop.losses import targets_checked
 from backprop.optim import Adam
@@ -89,8 +91,7 @@ def interleave(variants: dict[str, Backend], model_name: str, steps: int, rounds
 
 def ratio_summary(ratios: list[float]) -> str:
     """median (quartiles) of per-round ratios."""
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-    return f"{statistics.median(ratios):.3f} ({q[0]:.3f}-{q[2]:.3f})"
+    return quartiles(spread(ratios), ".3f")
 
 
 def main(argv: list[str] | None = None) -> int:
