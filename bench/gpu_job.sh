@@ -1,36 +1,70 @@
 #!/usr/bin/env bash
-# The whole GPU job in one call of the device tool: install, record the device, run the full test suite
-# (GPU tests included), then `backprop bench` (kernels and end to end, PyTorch CUDA eager and CUDA graphs
-# beside CuPy) and `backprop profile` on the GPU. Everything lands in $OUT, to be committed under bench/results/.
-#
-# The device image already holds CuPy, Numba, torch, pytest, pytest-benchmark, hypothesis, tqdm and
-# matplotlib (see the device tool's KINDS.md), so nothing needs carrying:
-#   run(command="COMMIT=<hash> bash bench/gpu_job.sh")               # from the device tool
-#   COMMIT=$(git rev-parse HEAD) OUT=/tmp/gpu bash bench/gpu_job.sh  # anywhere, as a dry run
+# The GPU job: one call of the device tool (at most 540 s), in stages that each have a time limit of their
+# own and write their results into $OUT as soon as they end, so that a stage that hangs or runs over
+# costs only itself. At most 8 files come back from the device machine; these are they:
+#   log.txt        setup (device, versions, install) and every stage's output, in order
+#   smoke.json     bench/gpu_smoke.py: cold start, cupy against numpy, no host sync, graph against eager
+#   e2e.json/.md   backprop bench, SimpleConvNet: cupy eager and graph against PyTorch CUDA eager and graphs
+#   accuracy.csv   SimpleConvNet on full MNIST with --cuda-graph: test accuracy and seconds, epoch by epoch
+#   cpu-threads.md the machine's CPUs: numba and numpy against PyTorch CPU at 1, 4, 8 and 16 threads
+#   kernels.json   backprop bench, kernels: every kernel on every backend, quick
+#   profile.json   backprop profile of a cupy SimpleConvNet step
+# Run it from the device tool as
+#   run(command="COMMIT=<hash> bash bench/gpu_job.sh", carry=[".data"], timeout_s=590)
+# after copying ../shared/data/mnist to .data/mnist (ignored through .git/info/exclude); anywhere else,
+# `OUT=/tmp/gpu bash bench/gpu_job.sh` is a dry run (stages that need a GPU say so and end).
 set -uo pipefail
 PY=${PY:-python3}  # on the device machine, python3 is the interpreter that holds CuPy and torch
 OUT=${OUT:-bench/results/gpu-$(date +%F)}
+DATA=${DATA:-.data/mnist}
 mkdir -p "$OUT"
 log="$OUT/log.txt"
-# Each stage has its own time limit inside the device call's 10 minutes and writes its output straight
-# into $OUT, so a stage that runs over is cut short (SIGINT: pytest still prints its summary) and
-# whatever the earlier stages wrote still comes back.
-stage() {  # stage SECONDS OUTPUT-FILE COMMAND...
-  local secs=$1 file=$2
+scratch=$(mktemp -d)
+stage() {  # stage NAME SECONDS COMMAND...: its output appended to the log, then its exit status and time
+  local name=$1 secs=$2 start=$SECONDS
   shift 2
-  timeout --signal=INT --kill-after=15 "$secs" "$@" > "$file" 2>&1
-  echo "== exit $? after at most ${secs}s: $*" >> "$log"
+  echo "== stage $name (at most ${secs}s): $*" >> "$log"
+  timeout --signal=INT --kill-after=10 "$secs" "$@" >> "$log" 2>&1
+  echo "== stage $name: exit $? after $((SECONDS - start))s" >> "$log"
+}
+keep() {  # keep FILE NAME: a result the stage wrote into scratch space, copied into $OUT if it is there
+  if [ -f "$1" ]; then cp "$1" "$OUT/$2"; else echo "== (no $2: the stage wrote no $1)" >> "$log"; fi
 }
 {
-  echo "== commit ${COMMIT:-unknown}, $(date -u +%FT%TZ)"
-  nvidia-smi || echo "nvidia-smi: not available"
+  echo "== commit ${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}, $(date -u +%FT%TZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || echo "no nvidia-smi"
   $PY -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -n 3
-  $PY -c "import numpy, backprop; print('numpy', numpy.__version__); print(backprop.available_backends())"
-  $PY -c "import cupy; print('cupy', cupy.__version__)" || true
+  $PY -c "import sys, numpy, backprop; print(sys.version.split()[0], 'numpy', numpy.__version__)"
+  $PY -c "import cupy; print('cupy', cupy.__version__, 'CUDA runtime', cupy.cuda.runtime.runtimeGetVersion())" \
+    || echo "no cupy"
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" || echo "no torch"
+  $PY -m backprop info
 } > "$log" 2>&1
-stage 270 "$OUT/tests.txt" $PY -m pytest -q -p no:cacheprovider -rs tests  # all, GPU included
-stage 240 "$OUT/bench.txt" $PY -m backprop bench --rounds 1 --out "$OUT"  # adds its .json, .md and .png
-stage 40 "$OUT/profile.txt" $PY -m backprop profile --model simpleconvnet --backend cupy --json "$OUT/profile.json"
-cat "$log"
-tail -n 3 "$OUT/tests.txt"
-tail -n 24 "$OUT/bench.txt"
+
+# 60 s: does the GPU backend train at all (each check prints one line), then one CLI epoch each way.
+stage smoke 60 bash -c "$PY bench/gpu_smoke.py --out $scratch;
+  $PY -m backprop train --backend cupy --epochs 1 --no-progress --run-dir $scratch/eager;
+  $PY -m backprop train --backend cupy --epochs 1 --no-progress --cuda-graph --run-dir $scratch/graph"
+keep "$scratch/smoke.json" smoke.json
+# 110 s: the GPU tests (CPU-only tests are CI's job), each with a time limit.
+stage gpu-tests 110 $PY -m pytest -q -p no:cacheprovider -m gpu --timeout 60 -x tests
+# 60 s: our kernels under compute-sanitizer's memcheck.
+stage memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 1 \
+  $PY -m pytest -q -p no:cacheprovider -m gpu --timeout 50 tests/test_cuda_kernels.py tests/test_cuda_build.py
+# 140 s: end to end against PyTorch CUDA (eager and graphs; TF32 off), then time to accuracy on full MNIST.
+stage e2e 100 $PY -m backprop bench --only e2e --backends cupy --models simpleconvnet --rounds 3 --out "$scratch/e2e"
+keep "$(ls "$scratch"/e2e/*.json 2>/dev/null | head -n 1)" e2e.json
+keep "$(ls "$scratch"/e2e/*.md 2>/dev/null | head -n 1)" e2e.md
+stage accuracy 40 $PY -m backprop train --backend cupy --cuda-graph --epochs 3 --data-dir "$DATA" --no-progress \
+  --run-dir "$scratch/mnist"
+keep "$scratch/mnist/metrics.csv" accuracy.csv
+# 80 s: this machine's 16 cores, for the CPU backends.
+stage cpu-threads 80 $PY bench/cpu_threads.py --threads 1,4,8,16 --backends numpy,numba --rounds 1 \
+  --train-images 1000 --out "$scratch/cpu"
+keep "$scratch/cpu/cpu-threads.md" cpu-threads.md
+# 60 s: kernels, then where a cupy step's time goes.
+stage kernels 40 $PY -m backprop bench --only kernels --quick --out "$scratch/kernels"
+keep "$(ls "$scratch"/kernels/*.json 2>/dev/null | head -n 1)" kernels.json
+stage profile 20 $PY -m backprop profile --model simpleconvnet --backend cupy --json "$scratch/profile.json"
+keep "$scratch/profile.json" profile.json
+grep "^== stage" "$log"

@@ -61,15 +61,19 @@ def torch_model(ours: Sequential) -> Any:
 
 class TorchTrainer:
     """PyTorch's training step (zero_grad, forward, cross-entropy, backward, Adam) on the CPU with every
-    core, or on CUDA, eager or replaying a captured CUDA graph. Batches are moved to the device by
-    :meth:`batches` before any clock starts."""
+    core (or ``$OMP_NUM_THREADS``), or on CUDA in float32 proper (TF32 off, as our kernels compute),
+    eager or replaying a captured CUDA graph. Batches are moved to the device by :meth:`batches` before
+    any clock starts."""
 
     def __init__(self, row: str) -> None:
         import torch
 
         self.torch = torch
         self.device, self.graphs = TORCH_ROWS[row]
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+        if self.device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         self.sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
         self.graph: Any = None
 
