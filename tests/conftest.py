@@ -94,6 +94,12 @@ def accel_backend(request):
     return _get(request, request.param)
 
 
+@pytest.fixture(params=_params(["cupy"]))
+def cupy_anywhere(request):
+    """The CuPy backend, float32: on the GPU where one runs CuPy (marked ``gpu``), else on the emulated device."""
+    return _get(request, request.param)
+
+
 @pytest.fixture
 def emulated_cupy(request):
     """The CuPy backend on the emulated device, float32 (its float64 sibling: ``.with_dtype``)."""

@@ -1,4 +1,4 @@
-"""bench/gpu_smoke.py, the GPU job's first stage, checked on the emulated device: a script that first
+"""bench/gpu_smoke.py, the GPU job's first stage, checked on the emulated device where there is no GPU: a script that first
 runs on a GPU must not fail on its own mistakes."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 from test_bench_ab import bench_script
 
 
-def test_the_smoke_checks_pass_on_the_emulated_device(emulated_cupy):
+def test_the_smoke_checks_pass_on_cupy(cupy_anywhere):
     smoke = bench_script("gpu_smoke")
-    agreement = smoke.agreement(emulated_cupy)
+    agreement = smoke.agreement(cupy_anywhere)
     assert agreement["max_loss_rel_diff"] < 1e-4 and agreement["max_weight_abs_diff"] < 1e-4
-    graph = smoke.graph_equals_eager(emulated_cupy)
+    graph = smoke.graph_equals_eager(cupy_anywhere)
     assert graph["max_weight_abs_diff"] == 0.0
 
 

@@ -43,9 +43,9 @@ def _train(backend, cuda_graph: bool, optimizer: str = "adam"):
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_a_replayed_step_trains_exactly_as_the_eager_one(emulated_cupy, optimizer):
-    eager_history, eager_weights, eager_opt, no_graph = _train(emulated_cupy, False, optimizer)
-    history, weights, opt, graph = _train(emulated_cupy, True, optimizer)
+def test_a_replayed_step_trains_exactly_as_the_eager_one(cupy_anywhere, optimizer):
+    eager_history, eager_weights, eager_opt, no_graph = _train(cupy_anywhere, False, optimizer)
+    history, weights, opt, graph = _train(cupy_anywhere, True, optimizer)
     assert no_graph is None
     # 4 full batches and a partial one per epoch: 3 eager warm-up steps, the capture, then replays
     assert graph.replays == 2 * 4 - 3 and graph.eager_steps == 3 + 2
@@ -56,13 +56,13 @@ def test_a_replayed_step_trains_exactly_as_the_eager_one(emulated_cupy, optimize
         np.testing.assert_array_equal(got, want)
 
 
-def test_cuda_graphs_are_refused_where_they_cannot_replay(emulated_cupy):
+def test_cuda_graphs_are_refused_where_they_cannot_replay(cupy_anywhere):
     x, y = _images(20)
     numpy_model = zoo.simple_conv_net(backend="numpy")
     with pytest.raises(ValueError, match="CUDA graphs need the cupy backend; this model is on 'numpy'"):
         fit(numpy_model, x, y, loss=SoftmaxCrossEntropy(), optimizer=SGD(
             numpy_model.parameters()), batch_size=10, progress=False, cuda_graph=True)
-    b = emulated_cupy
+    b = cupy_anywhere
     dropout = Sequential(Linear(784, 10, backend=b), ReLU(backend=b), Dropout(0.5, backend=b))
     with pytest.raises(ValueError, match="Dropout draws new random numbers every step"):
         fit(dropout, b.asarray(x.reshape(20, -1)), b.asarray(y), loss=SoftmaxCrossEntropy(),
