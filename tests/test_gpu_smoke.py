@@ -1,5 +1,5 @@
-"""bench/gpu_smoke.py, the GPU job's first stage, checked on the emulated device where there is no GPU: a script that first
-runs on a GPU must not fail on its own mistakes."""
+"""bench/gpu_smoke.py, the GPU job's first stage, checked on the emulated device where there is no GPU:
+a script that first runs on a GPU must not fail on its own mistakes."""
 
 from __future__ import annotations
 
