@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backprop.backends import BackendUnavailableError, available_backends, get_backend, known_backends
+from backprop.backends.install import pip_install
 from backprop.checkpoint import CheckpointError
 from backprop.checks import float_arg, int_arg
 from backprop.data.download import DownloadError
@@ -109,7 +110,7 @@ def _add_train(sub: Any) -> None:
     where.add_argument("--resume", type=_path, metavar="RUN_DIR",
                        help="continue the run in RUN_DIR exactly where it stopped")
     p.add_argument("--plot", action="store_true", help="write the loss and accuracy curves as a PNG (needs "
-                                                       "matplotlib: pip install 'backprop[plot]')")
+                                                       f"matplotlib: {pip_install('plot')})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--cuda-graph", action="store_true", help="replay each training step as a CUDA graph "
                                                             "(cupy backend): the same results, launched at once")
@@ -118,7 +119,7 @@ def _add_train(sub: Any) -> None:
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.plot and importlib.util.find_spec("matplotlib") is None:
-        parser.error("--plot needs matplotlib: pip install 'backprop[plot]' (or leave --plot out and run "
+        parser.error(f"--plot needs matplotlib: {pip_install('plot')} (or leave --plot out and run "
                      "backprop plot RUN_DIR later)")
     config = None  # a resumed run's comes from its config.json, read once the run folder is held
     made: list[Path] = []  # folders made here, removed again if the run fails before writing anything

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from backprop.backends import Backend, get_backend, known_backends, manual_seed
+from backprop.backends.install import pip_install
 from backprop.backends.registry import backend_class
 from backprop.callbacks import Callback, EpochLine, Logs, MetricsFiles, ProgressBar, StopOnInterrupt
 from backprop.checkpoint import ArraySpec, CheckpointError, atomic_write, load_arrays, remove_temp_files, save_arrays
@@ -477,13 +478,13 @@ def read_config(run_dir: Path) -> RunConfig:
 
 
 def plot_metrics(history: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Loss and accuracy curves per epoch as a PNG; needs matplotlib (``pip install 'backprop[plot]'``)."""
+    """Loss and accuracy curves per epoch as a PNG; needs matplotlib (the ``[plot]`` extra)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'backprop[plot]'") from None
+        raise ImportError(f"plotting needs matplotlib: {pip_install('plot')}") from None
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["loss"] for r in history], "o-", label="train")

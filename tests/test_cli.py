@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from backprop.backends import available_backends
+from backprop.backends.install import pip_install
 from backprop.checkpoint import load_arrays
 from backprop.cli import main
 from backprop.optim import Optimizer
@@ -131,7 +132,7 @@ def test_plot(tmp_path, capsys, monkeypatch):
     assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     assert main(["plot", "run"]) == 1
-    assert "pip install 'backprop[plot]'" in capsys.readouterr().err
+    assert pip_install("plot") in capsys.readouterr().err
     monkeypatch.undo()
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)

@@ -4,7 +4,7 @@ Teaches the practical side of fitting a function: standardize inputs and targets
 set's mean and std, reused unchanged on test data), train with Adam on shuffled mini-batches with a
 cosine learning-rate schedule, and judge the model on held-out samples, in standardized units and
 back in the function's own units. ``--plot PATH`` draws the true and learned functions and the error
-over [-10, 10]^2 (needs matplotlib: ``pip install 'backprop[plot]'``).
+over [-10, 10]^2 (needs matplotlib, the ``[plot]`` extra).
 
     python -m backprop.examples.regression [--epochs N] [--samples N] [--seed S] [--plot out.png]
 """
@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 import backprop as bp
+from backprop.backends.install import pip_install
 
 LOW, HIGH = -10.0, 10.0
 
@@ -77,7 +78,7 @@ def plot(result: dict, path: str, grid: int = 200) -> bool:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        print("matplotlib is not installed, so no plot: pip install 'backprop[plot]'")
+        print(f"matplotlib is not installed, so no plot: {pip_install('plot')}")
         return False
     axis = np.linspace(LOW, HIGH, grid)
     gx, gy = np.meshgrid(axis, axis)
