@@ -4,14 +4,16 @@ restores when training diverges."""
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 import signal
 
 import numpy as np
 import pytest
 
 import backprop as bp
-from backprop.callbacks import Callback, EarlyStopping, MetricsFiles, StopOnInterrupt
+from backprop.callbacks import Callback, EarlyStopping, MetricsFiles, ProgressBar, StopOnInterrupt
 
 
 def _data(rng, n=40):
@@ -58,6 +60,34 @@ def test_hooks_are_called_in_order(backend, rng):
     epoch = ["batch_begin", "batch_end 1", "batch_begin", "batch_end 2", "report"]
     assert rec.calls == ["train_begin", "epoch_begin 1", *epoch, f"epoch_end 1 {logs}",
                          "epoch_begin 2", *epoch, f"epoch_end 2 {logs}", "train_end"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _progress(rng, stream, interval):
+    model = _model("numpy")
+    model.fit(*_data(rng, 20), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=2, batch_size=5,
+              callbacks=[ProgressBar(stream, interval)], progress=False, report_interval=0.0)
+    return stream.getvalue()
+
+
+def test_progress_outside_a_terminal_is_plain_lines(rng):
+    """To a file or a pipe: one plain line per due reporting point (here every batch), no carriage returns."""
+    out = _progress(rng, io.StringIO(), interval=0.0)
+    assert "\r" not in out
+    lines = out.splitlines()
+    want = [f"epoch {e}/2  batch {b}/4  loss " for e in (1, 2) for b in (1, 2, 3, 4, 4)]  # and the epoch's end
+    assert [line[:len(w)] for line, w in zip(lines, want, strict=True)] == want
+    assert all(re.fullmatch(r".*loss \d+\.\d{4}", line) for line in lines)
+    assert _progress(rng, io.StringIO(), interval=1e9) == ""  # no line is due within a run this short
+
+
+def test_progress_on_a_terminal_is_a_bar(rng):
+    out = _progress(rng, Terminal(), interval=0.0)
+    assert "\r" in out and "epoch 2/2" in out and "batch " not in out
 
 
 def test_a_callback_can_stop_training_and_only_callbacks_are_accepted(backend, rng):

@@ -68,7 +68,8 @@ def after_step(monkeypatch, n, action):
 
 def test_train_smoke(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err  # captured output is no terminal: no progress bar frames
     assert "using the embedded MNIST subset" in out
     assert "epoch 1/1  loss" in out and "test acc" in out and "img/s" in out
     run = tmp_path / "run"
