@@ -145,8 +145,9 @@ class ProgressBar(Callback):
 
 
 def format_logs(logs: Logs, validation: str = "val") -> str:
-    """An epoch's record as one line: losses, accuracies in %, seconds and images per second;
-    ``validation`` names the validation data ("val", or "test" for a test split)."""
+    """An epoch's record as one line: losses, accuracies in %, seconds and images per second (which leave
+    out the run's warm-up, said so when the epoch holds it); ``validation`` names the validation data
+    ("val", or "test" for a test split)."""
     parts = []
     for prefix, name in (("", "train"), ("val_", validation)):
         if prefix + "loss" in logs:
@@ -155,6 +156,8 @@ def format_logs(logs: Logs, validation: str = "val") -> str:
             parts.append(f"{name} acc {100 * logs[prefix + 'accuracy']:.2f}%")
     if "seconds" in logs:
         parts.append(f"{logs['seconds']:.1f} s  {logs['images_per_s']:,.0f} img/s")
+    if logs.get("warmup_seconds"):
+        parts[-1] += f" (not counting the warm-up: {logs['warmup_seconds']:.2f} s of compiling and set-up)"
     return "  ".join(parts)
 
 

@@ -46,7 +46,7 @@ def assert_same_state(a: Path, b: Path) -> None:
     meta_a, meta_b = load_arrays(a / "checkpoint.npz")[1], load_arrays(b / "checkpoint.npz")[1]
     for key in ("optimizer", "loader", "backend_rng", "progress"):
         assert meta_a[key] == meta_b[key], key
-    drop = ("seconds", "images_per_s", "eval_seconds")
+    drop = ("seconds", "images_per_s", "warmup_seconds", "eval_seconds")
     assert ([{k: v for k, v in row.items() if k not in drop} for row in meta_a["history"]]
             == [{k: v for k, v in row.items() if k not in drop} for row in meta_b["history"]])
 
