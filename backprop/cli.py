@@ -46,6 +46,7 @@ from backprop.runs import (
     read_config,
     read_metrics,
     remove_unused,
+    run_title,
     train,
 )
 from backprop.training import TrainingDivergedError
@@ -168,7 +169,7 @@ def _train_held(args: argparse.Namespace, parser: argparse.ArgumentParser, run_d
         status = 130
     if args.plot and history:
         try:
-            _say(f"curves: {plot_metrics(history, run_dir / PLOT, f'{config.model} on {config.dataset}')}")
+            _say(f"curves: {plot_metrics(history, run_dir / PLOT, run_title(config))}")
         except ImportError as exc:
             _say(str(exc))
     if status == 0:
@@ -237,7 +238,7 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = read_config(run_dir)
     history = read_metrics(run_dir)
     try:
-        path = plot_metrics(history, Path(args.output or run_dir / PLOT), f"{config.model} on {config.dataset}")
+        path = plot_metrics(history, Path(args.output or run_dir / PLOT), run_title(config))
     except ImportError as exc:
         print(f"backprop plot: error: {exc}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from backprop.backends.install import pip_install
 from backprop.checkpoint import load_arrays
 from backprop.cli import main
 from backprop.optim import Optimizer
+from backprop.runs import RunConfig, curves_figure, read_config, run_title
 
 # A few seconds each: a slice of the embedded subset.
 SMALL = ["--backend", "numpy", "--train-limit", "300", "--test-limit", "100", "--batch-size", "50", "--no-progress"]
@@ -131,7 +132,7 @@ def test_eval_prints_accuracy_and_confusion_matrix(capsys):
 
 def test_plot(tmp_path, capsys, monkeypatch):
     assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if not installed
     assert main(["plot", "run"]) == 1
     assert pip_install("plot") in capsys.readouterr().err
     monkeypatch.undo()
@@ -139,6 +140,27 @@ def test_plot(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["plot", "run", "-o", "curves.png"]) == 0
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7])
+def test_curves_have_whole_epoch_ticks(epochs):
+    pytest.importorskip("matplotlib")
+    history = [{"epoch": e, "loss": 1 / e, "val_loss": 1 / e, "accuracy": 0.5, "val_accuracy": 0.5}
+               for e in range(1, epochs + 1)]
+    fig = curves_figure(history, "title")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(t == round(t) for t in ticks), ticks
+        assert set(range(1, epochs + 1)) >= {round(t) for t in ticks}
+
+
+def test_plot_title_says_which_data(tmp_path):
+    assert main(["train", "--epochs", "1", "--run-dir", "run", *SMALL]) == 0
+    assert run_title(read_config(tmp_path / "run")) == ("simpleconvnet on mnist (embedded subset, first 300 training "
+                                                       "images, first 100 test images)")
+    assert run_title(RunConfig(data_source="/data/mnist")) == "simpleconvnet on mnist"
 
 
 @pytest.mark.parametrize("argv, message", [
