@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -385,7 +386,9 @@ def test_divergence_never_overwrites_a_good_checkpoint(tmp_path, monkeypatch, ca
     step = after_step(monkeypatch, 8, poison)  # epoch 2, batch 2 of 6
     assert main(["train", "--epochs", "3", "--run-dir", "run", *SMALL]) == 1
     err = capsys.readouterr().err
-    assert "became nan at or before epoch 2" in err and "checkpoint.npz still holds epoch 1" in err, err
+    # the loss or (when a reporting point falls right after the poisoned step, on a slow machine) the weights
+    assert re.search(r"became (nan|NaN or Inf) at or before epoch 2", err), err
+    assert "checkpoint.npz still holds epoch 1" in err, err
     arrays, meta = load_arrays(tmp_path / "run" / "checkpoint.npz")
     assert meta["progress"]["epoch"] == 1 and len(meta["history"]) == 1
     assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
