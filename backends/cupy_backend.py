@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from backprop.backends.base import FLOAT_DTYPES, Backend, Pair
+from backprop.backends.install import pip_install
 from backprop.kernels import cuda
 from backprop.kernels.arrays import Scalar
 
-INSTALL_HINT = "install CuPy for your CUDA version: pip install 'backprop[cuda12]' or 'backprop[cuda13]'"
+INSTALL_HINT = f"install CuPy for your CUDA version: {pip_install('cuda12', 'cuda13')}"
 
 
 class GPUOutOfMemoryError(MemoryError):
@@ -280,8 +281,7 @@ class CupyBackend(Backend):
 
 
 NOT_INSTALLED = "CuPy is not installed"  # the start of probe()'s reason when there is no CuPy at all
-LIBRARIES_HINT = ("CuPy's [ctk] extra brings NVRTC, cuBLAS and cuRAND: pip install 'backprop[cuda12]' or "
-                  "'backprop[cuda13]'")
+LIBRARIES_HINT = f"CuPy's [ctk] extra brings NVRTC, cuBLAS and cuRAND: {pip_install('cuda12', 'cuda13')}"
 
 
 def _check_random(cupy: Any) -> None:

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from backprop.backends.base import Backend, Pair
+from backprop.backends.install import pip_install
 from backprop.kernels.arrays import Scalar
 from backprop.kernels.reference import conv_output_size
 
-INSTALL_HINT = "pip install 'backprop[numba]'"
+INSTALL_HINT = pip_install("numba")
 
 
 def _flat(a: Any) -> np.ndarray:

@@ -16,10 +16,12 @@ import io
 import json
 import math
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from backprop.training import Loop
 
 Logs = dict[str, float]
+
+PLAIN_INTERVAL = 10.0  # seconds between ProgressBar's plain lines where its output is not a terminal
 
 
 def write_line(line: str) -> None:
@@ -99,14 +103,25 @@ class CallbackList(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch (on stderr), with the running loss refreshed at reporting points."""
+    """Progress on ``file`` (default stderr). On a terminal, a tqdm bar per epoch with the running loss
+    refreshed at reporting points; elsewhere (a file, a pipe), where a bar's carriage-return frames would
+    pile up on one line, a plain line at the first reporting point after every ``interval`` seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, file: TextIO | None = None, interval: float = PLAIN_INTERVAL) -> None:
+        self.file, self.interval = file, interval
         self.bar: tqdm | None = None
+        self.next_line = 0.0  # when a plain line is due
+
+    def _stream(self) -> TextIO:
+        return self.file or sys.stderr
 
     def on_epoch_begin(self, loop: Loop) -> None:
+        stream = self._stream()
+        if not (hasattr(stream, "isatty") and stream.isatty()):
+            self.next_line = time.monotonic() + self.interval
+            return
         self.bar = tqdm(total=loop.batches_per_epoch, initial=loop.batch, desc=f"epoch {loop.epoch + 1}/{loop.epochs}",
-                        unit="batch", leave=False, dynamic_ncols=True)
+                        unit="batch", leave=False, dynamic_ncols=True, file=stream)
 
     def on_batch_end(self, loop: Loop) -> None:
         if self.bar is not None:
@@ -115,6 +130,10 @@ class ProgressBar(Callback):
     def on_report(self, loop: Loop, logs: Logs) -> None:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+        elif time.monotonic() >= self.next_line:
+            print(f"epoch {loop.epoch + 1}/{loop.epochs}  batch {loop.batch}/{loop.batches_per_epoch}  "
+                  f"loss {logs['loss']:.4f}", file=self._stream(), flush=True)
+            self.next_line = time.monotonic() + self.interval
 
     def on_epoch_end(self, loop: Loop, logs: Logs) -> None:
         self.on_train_end(loop)
@@ -126,8 +145,9 @@ class ProgressBar(Callback):
 
 
 def format_logs(logs: Logs, validation: str = "val") -> str:
-    """An epoch's record as one line: losses, accuracies in %, seconds and images per second;
-    ``validation`` names the validation data ("val", or "test" for a test split)."""
+    """An epoch's record as one line: losses, accuracies in %, seconds and images per second (which leave
+    out the run's warm-up, said so when the epoch holds it); ``validation`` names the validation data
+    ("val", or "test" for a test split)."""
     parts = []
     for prefix, name in (("", "train"), ("val_", validation)):
         if prefix + "loss" in logs:
@@ -136,6 +156,8 @@ def format_logs(logs: Logs, validation: str = "val") -> str:
             parts.append(f"{name} acc {100 * logs[prefix + 'accuracy']:.2f}%")
     if "seconds" in logs:
         parts.append(f"{logs['seconds']:.1f} s  {logs['images_per_s']:,.0f} img/s")
+    if logs.get("warmup_seconds"):
+        parts[-1] += f" (not counting the warm-up: {logs['warmup_seconds']:.2f} s of compiling and set-up)"
     return "  ".join(parts)
 
 

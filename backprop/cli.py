@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backprop.backends import BackendUnavailableError, available_backends, get_backend, known_backends
+from backprop.backends.install import pip_install
 from backprop.checkpoint import CheckpointError
 from backprop.checks import float_arg, int_arg
 from backprop.data.download import DownloadError
@@ -45,6 +46,7 @@ from backprop.runs import (
     read_config,
     read_metrics,
     remove_unused,
+    run_title,
     train,
 )
 from backprop.training import TrainingDivergedError
@@ -109,7 +111,7 @@ def _add_train(sub: Any) -> None:
     where.add_argument("--resume", type=_path, metavar="RUN_DIR",
                        help="continue the run in RUN_DIR exactly where it stopped")
     p.add_argument("--plot", action="store_true", help="write the loss and accuracy curves as a PNG (needs "
-                                                       "matplotlib: pip install 'backprop[plot]')")
+                                                       f"matplotlib: {pip_install('plot')})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--cuda-graph", action="store_true", help="replay each training step as a CUDA graph "
                                                             "(cupy backend): the same results, launched at once")
@@ -118,7 +120,7 @@ def _add_train(sub: Any) -> None:
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.plot and importlib.util.find_spec("matplotlib") is None:
-        parser.error("--plot needs matplotlib: pip install 'backprop[plot]' (or leave --plot out and run "
+        parser.error(f"--plot needs matplotlib: {pip_install('plot')} (or leave --plot out and run "
                      "backprop plot RUN_DIR later)")
     config = None  # a resumed run's comes from its config.json, read once the run folder is held
     made: list[Path] = []  # folders made here, removed again if the run fails before writing anything
@@ -167,7 +169,7 @@ def _train_held(args: argparse.Namespace, parser: argparse.ArgumentParser, run_d
         status = 130
     if args.plot and history:
         try:
-            _say(f"curves: {plot_metrics(history, run_dir / PLOT, f'{config.model} on {config.dataset}')}")
+            _say(f"curves: {plot_metrics(history, run_dir / PLOT, run_title(config))}")
         except ImportError as exc:
             _say(str(exc))
     if status == 0:
@@ -236,7 +238,7 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = read_config(run_dir)
     history = read_metrics(run_dir)
     try:
-        path = plot_metrics(history, Path(args.output or run_dir / PLOT), f"{config.model} on {config.dataset}")
+        path = plot_metrics(history, Path(args.output or run_dir / PLOT), run_title(config))
     except ImportError as exc:
         print(f"backprop plot: error: {exc}", file=sys.stderr)
         return 1

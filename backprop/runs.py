@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from backprop.backends import Backend, get_backend, known_backends, manual_seed
+from backprop.backends.install import pip_install
 from backprop.backends.registry import backend_class
 from backprop.callbacks import Callback, EpochLine, Logs, MetricsFiles, ProgressBar, StopOnInterrupt
 from backprop.checkpoint import ArraySpec, CheckpointError, atomic_write, load_arrays, remove_temp_files, save_arrays
@@ -476,16 +477,24 @@ def read_config(run_dir: Path) -> RunConfig:
         raise ValueError(f"{path}: not a valid run configuration ({exc})") from None
 
 
-def plot_metrics(history: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Loss and accuracy curves per epoch as a PNG; needs matplotlib (``pip install 'backprop[plot]'``)."""
+def run_title(config: RunConfig) -> str:
+    """A run's plot title: model and dataset, saying when the embedded subset or a part of the data was used."""
+    notes = [EMBEDDED] if config.data_source == EMBEDDED else []
+    notes += [f"first {n:,} {part} images" for part, n in (("training", config.train_limit),
+                                                           ("test", config.test_limit)) if n is not None]
+    return f"{config.model} on {config.dataset}" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def curves_figure(history: list[dict[str, Any]], title: str = "") -> Any:
+    """Loss and accuracy per epoch, train and test, as a matplotlib Figure (epoch ticks are whole numbers)."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'backprop[plot]'") from None
+        raise ImportError(f"plotting needs matplotlib: {pip_install('plot')}") from None
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [r["loss"] for r in history], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="test")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -495,11 +504,17 @@ def plot_metrics(history: list[dict[str, Any]], path: Path, title: str = "") -> 
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        # min_n_ticks=1: with a single epoch the axis spans less than one, where the default gives fractions
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_metrics(history: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """:func:`curves_figure` as a PNG at ``path`` (written atomically); needs matplotlib (the ``[plot]`` extra)."""
+    fig = curves_figure(history, title)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
     return path
 
 

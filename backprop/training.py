@@ -344,7 +344,9 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
     graph after a few eager steps and replays it for every full batch (:mod:`backprop.graphs`); the
     results equal eager training's. The history maps "loss", each metric, and with ``validation_data``
     "val_loss" and "val_<metric>" to one value per epoch (callbacks also see "lr", "seconds",
-    "images_per_s" and "eval_seconds" in each epoch's record).
+    "images_per_s", "warmup_seconds" and "eval_seconds" in each epoch's record: the warm-up, the first step
+    where kernels compile or with ``cuda_graph`` the steps up to the capture, is timed apart as "warmup_seconds"
+    and kept out of "images_per_s").
 
     Values are read from the device only at reporting points (every ``report_interval`` seconds,
     default :data:`REPORT_INTERVAL`, and at each epoch's end); a NaN or Inf loss, weight or optimizer
@@ -407,6 +409,8 @@ class _Runner:
         self.snapshot = Snapshot(loop.model, loop.optimizer)
         self.good = ""  # where the snapshot was taken
         self.good_state = loop.state
+        self.warmed_up = False  # whether this fit is past its warm-up: the first step, where kernels compile
+        # (Numba, CUDA), or with a CUDA graph the steps up to its capture
 
     def mark_good(self, where: str) -> None:
         """The model, optimizer and loop position now are known to be good: keep copies."""
@@ -425,9 +429,15 @@ class _Runner:
         self.hooks.on_epoch_begin(loop)
         start = time.perf_counter()
         next_report = start + self.report_interval
+        warmup = (0, 0.0)  # (images, seconds) of this epoch's warm-up steps, kept out of images/s
         for xb, yb in loop.loader.batches(st.order, st.batch):
             self.hooks.on_batch_begin(loop)
+            step_start = time.perf_counter()
             value, out = self.step(xb, yb)
+            if not self.warmed_up:
+                backend.synchronize()
+                warmup = (warmup[0] + len(xb), warmup[1] + time.perf_counter() - step_start)
+                self.warmed_up = loop.graph is None or loop.graph.graph is not None  # a graph: until captured
             sums.add(value, out, yb)
             st.batch += 1
             st.seen += len(xb)
@@ -455,7 +465,10 @@ class _Runner:
                               "check the validation data's scale, or lower the learning rate")
             logs.update({f"val_{k}": v for k, v in scores.items()})
             logs["eval_seconds"] = round(time.perf_counter() - t, 3)
-        logs.update(lr=loop.optimizer.lr, seconds=round(seconds, 3), images_per_s=round(st.seen / seconds, 1))
+        if st.seen == warmup[0]:  # the whole epoch was warm-up
+            warmup = (0, 0.0)
+        logs.update(lr=loop.optimizer.lr, seconds=round(seconds, 3), warmup_seconds=round(warmup[1], 3),
+                    images_per_s=round((st.seen - warmup[0]) / (seconds - warmup[1]), 1))
         st.history.append({"epoch": st.epoch + 1, **logs})
         st.epoch, st.batch, st.loss_sum, st.correct, st.seen = st.epoch + 1, 0, 0.0, 0, 0
         st.seconds, st.order = 0.0, None

@@ -21,6 +21,7 @@ import pytest
 from backprop.backends import Backend, available_backends, get_backend, known_backends
 from backprop.backends.registry import backend_class
 from cuda_harness import emulated, harness
+from skip_summary import pytest_terminal_summary  # noqa: F401  (the hook: skips summed up by reason)
 
 GPU_BACKENDS = {"cupy"}
 EMULATED = "cupy-emulated"  # CupyBackend on the emulated device; not a registered backend

@@ -4,14 +4,18 @@ restores when training diverges."""
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 import signal
+import time
 
 import numpy as np
 import pytest
 
 import backprop as bp
-from backprop.callbacks import Callback, EarlyStopping, MetricsFiles, StopOnInterrupt
+from backprop import training
+from backprop.callbacks import Callback, EarlyStopping, EpochLine, MetricsFiles, ProgressBar, StopOnInterrupt
 
 
 def _data(rng, n=40):
@@ -54,10 +58,81 @@ def test_hooks_are_called_in_order(backend, rng):
     model, rec = _model(backend), Recorder()
     model.fit(*_data(rng, 20), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=2, batch_size=10,
               validation_data=_data(rng, 8), callbacks=[rec], progress=False, report_interval=1e9)
-    logs = "['eval_seconds', 'images_per_s', 'loss', 'lr', 'seconds', 'val_loss']"
+    logs = "['eval_seconds', 'images_per_s', 'loss', 'lr', 'seconds', 'val_loss', 'warmup_seconds']"
     epoch = ["batch_begin", "batch_end 1", "batch_begin", "batch_end 2", "report"]
     assert rec.calls == ["train_begin", "epoch_begin 1", *epoch, f"epoch_end 1 {logs}",
                          "epoch_begin 2", *epoch, f"epoch_end 2 {logs}", "train_end"]
+
+
+class Records(Callback):
+    def __init__(self):
+        self.records = []
+
+    def on_epoch_end(self, loop, logs):
+        self.records.append(logs)
+
+
+@pytest.fixture
+def slow_steps(monkeypatch):
+    """Steps that take measurable time: 0.3 s for the first (as if it compiled), 0.02 s for the others."""
+    step, calls = training.train_step, []
+
+    def slow_step(*args):
+        calls.append(1)
+        time.sleep(0.3 if len(calls) == 1 else 0.02)
+        return step(*args)
+
+    monkeypatch.setattr(training, "train_step", slow_step)
+
+
+def test_the_first_step_is_timed_apart(rng, slow_steps):
+    """The run's warm-up, its first step where Numba and the GPU compile, is kept out of images/s and named
+    in the line."""
+    model, records, lines = _model("numpy"), Records(), []
+    model.fit(*_data(rng, 20), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=2, batch_size=5,
+              callbacks=[records, EpochLine(lines.append)], progress=False)
+    first, second = records.records
+    assert 0.3 <= first["warmup_seconds"] < first["seconds"] and second["warmup_seconds"] == 0
+    rest = 15 / (first["seconds"] - first["warmup_seconds"])  # the other three batches of 5 images
+    assert first["images_per_s"] == pytest.approx(rest, rel=0.05) and rest > 2 * 20 / first["seconds"]
+    assert second["images_per_s"] == pytest.approx(20 / second["seconds"], rel=0.05)
+    assert "not counting the warm-up: 0.3" in lines[0] and "warm-up" not in lines[1]
+
+
+def test_an_epoch_of_one_step_counts_it(rng, slow_steps):
+    model, records = _model("numpy"), Records()
+    model.fit(*_data(rng, 5), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), batch_size=5,
+              callbacks=[records], progress=False)
+    (only,) = records.records
+    assert only["warmup_seconds"] == 0 and only["images_per_s"] == pytest.approx(5 / only["seconds"], rel=0.01)
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _progress(rng, stream, interval):
+    model = _model("numpy")
+    model.fit(*_data(rng, 20), loss=bp.MSE(), optimizer=bp.SGD(model.parameters()), epochs=2, batch_size=5,
+              callbacks=[ProgressBar(stream, interval)], progress=False, report_interval=0.0)
+    return stream.getvalue()
+
+
+def test_progress_outside_a_terminal_is_plain_lines(rng):
+    """To a file or a pipe: one plain line per due reporting point (here every batch), no carriage returns."""
+    out = _progress(rng, io.StringIO(), interval=0.0)
+    assert "\r" not in out
+    lines = out.splitlines()
+    want = [f"epoch {e}/2  batch {b}/4  loss " for e in (1, 2) for b in (1, 2, 3, 4, 4)]  # and the epoch's end
+    assert [line[:len(w)] for line, w in zip(lines, want, strict=True)] == want
+    assert all(re.fullmatch(r".*loss \d+\.\d{4}", line) for line in lines)
+    assert _progress(rng, io.StringIO(), interval=1e9) == ""  # no line is due within a run this short
+
+
+def test_progress_on_a_terminal_is_a_bar(rng):
+    out = _progress(rng, Terminal(), interval=0.0)
+    assert "\r" in out and "epoch 2/2" in out and "batch " not in out
 
 
 def test_a_callback_can_stop_training_and_only_callbacks_are_accepted(backend, rng):
@@ -248,3 +323,4 @@ def test_the_confusion_matrix_takes_narrow_labels_and_many_classes(backend, rng)
     expected = np.zeros((20, 20), dtype=np.int64)
     np.add.at(expected, (y, model.predict(x).argmax(axis=1)), 1)
     np.testing.assert_array_equal(matrix, expected)
+

@@ -4,12 +4,16 @@ the thresholds leave a wide margin over the values measured for several seeds.""
 
 from __future__ import annotations
 
+import re
 import sys
 from itertools import pairwise
 
 import numpy as np
 import pytest
 
+import backprop as bp
+from backprop.backends import available_backends, get_backend, registry
+from backprop.backends.install import pip_install
 from backprop.examples import binary_classifier, linear_regression, regression, xor
 
 
@@ -95,7 +99,7 @@ def test_regression_plot_without_matplotlib(tmp_path, monkeypatch, capsys):
     path = tmp_path / "f.png"
     regression.main(["--epochs", "1", "--samples", "200", "--test-samples", "50", "--quiet",
                      "--plot", str(path)])
-    assert "pip install 'backprop[plot]'" in capsys.readouterr().out
+    assert pip_install("plot") in capsys.readouterr().out
     assert not path.exists()
 
 
@@ -106,3 +110,46 @@ def test_regression_plot_with_matplotlib(tmp_path, capsys):
                      "--plot", str(path)])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "plot saved" in capsys.readouterr().out
+
+
+EXAMPLES = [xor, linear_regression, binary_classifier, regression]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda m: m.__name__.rpartition(".")[2])
+def test_help_shows_every_default_and_the_backend_option(example, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        example.main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    entries = re.split(r"\n(?=  -)", text.split("options:", 1)[1])  # one per option, wrapped lines included
+    taking_values = [" ".join(e.split()) for e in entries if re.match(r"\s*--[\w-]+ [A-Z{]", e)]
+    assert any(e.startswith("--backend {") for e in taking_values)
+    assert len(taking_values) >= 4 and all("default" in e for e in taking_values), taking_values
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_backend_option_picks_the_backend(name, capsys, monkeypatch):
+    if available_backends()[name] is not None:
+        pytest.skip(f"backend {name!r} unavailable: {available_backends()[name]}")
+    monkeypatch.delenv("BACKPROP_BACKEND", raising=False)
+    result = binary_classifier.main(["--epochs", "2", "--samples", "100", "--quiet", "--backend", name])
+    assert result["model"].backend.name == name
+    assert get_backend().name == "numpy"  # the default again once main returns
+
+
+def test_an_unavailable_backend_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setitem(registry._reasons, "cupy", "no GPU here")
+    with pytest.raises(SystemExit) as exit_:
+        xor.main(["--backend", "cupy"])
+    assert exit_.value.code == 2 and "backend 'cupy' is not available: no GPU here" in capsys.readouterr().err
+
+
+def test_examples_run_on_each_backend(backend):
+    """Each example's own code (its data, its reads of the results) on every backend."""
+    with bp.use_backend(backend):
+        results = [xor.run(epochs=20), linear_regression.run(epochs=20),
+                   binary_classifier.run(epochs=2, train_samples=64, test_samples=32),
+                   regression.run(epochs=2, samples=128, test_samples=32)]
+    for result in results:
+        assert result["history"][-1] < result["history"][0] and np.isfinite(result["history"]).all()
+    assert results[2]["model"].backend is backend and results[3]["model"].backend is backend

@@ -28,10 +28,20 @@ from backprop.data.mnist import (
 )
 from bounded import gzip_bomb, peak_rss
 
-# The full MNIST files: $BACKPROP_DATA, else shared/data/mnist beside the repository (CI's layout).
+# The full MNIST files: in $BACKPROP_DATA, else in shared/data/mnist beside the repository (CI's layout); in
+# the folder itself or its mnist/ subfolder, where the library looks.
 FULL_DIR = Path(os.environ.get("BACKPROP_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
-HAVE_FULL = all((FULL_DIR / f"{stem}.gz").is_file() or (FULL_DIR / stem).is_file() for stem in STEMS.values())
-needs_full = pytest.mark.skipif(not HAVE_FULL, reason=f"full MNIST files not found in {FULL_DIR}")
+
+
+def _have_full() -> bool:
+    try:
+        return find_files("mnist", FULL_DIR) is not None
+    except DatasetNotFoundError:
+        return False
+
+
+needs_full = pytest.mark.skipif(not _have_full(), reason=f"full MNIST files not found in {FULL_DIR}: set BACKPROP_DATA "
+                                                         "to the folder that holds them (README: Install and run)")
 
 
 def fake_arrays(n_train=30, n_test=20, seed=0):

@@ -5,16 +5,15 @@ cross-entropy on 0/1 targets of shape (N, 1), accuracy as the fraction of output
 of 0.5, and a held-out test set (drawn from the same distribution) to check that the boundary
 generalizes. The data are made here with NumPy, no downloads.
 
-    python -m backprop.examples.binary_classifier [--epochs N] [--hidden H] [--noise S] [--seed S]
+    python -m backprop.examples.binary_classifier [--epochs N] [--hidden H] [--noise S] [--seed S] [--backend B]
 """
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 import backprop as bp
+from backprop.examples import example_parser, parse
 
 
 def make_moons(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -49,17 +48,17 @@ def run(epochs: int = 100, train_samples: int = 1000, test_samples: int = 1000, 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m backprop.examples.binary_classifier",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=100)
+    parser = example_parser("binary_classifier", __doc__)
+    parser.add_argument("--epochs", type=int, default=100, help="passes over the training set")
     parser.add_argument("--samples", type=int, default=1000, help="training (and test) samples")
     parser.add_argument("--hidden", type=int, default=16, help="hidden units")
     parser.add_argument("--noise", type=float, default=0.2, help="std of the noise on the moons")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the data, the weights and the shuffling")
     parser.add_argument("--quiet", action="store_true", help="print only the final line")
-    args = parser.parse_args(argv)
-    result = run(args.epochs, args.samples, args.samples, args.hidden, args.noise, args.lr, seed=args.seed)
+    args, backend = parse(parser, argv)
+    with bp.use_backend(backend):
+        result = run(args.epochs, args.samples, args.samples, args.hidden, args.noise, args.lr, seed=args.seed)
     if not args.quiet:
         step = max(1, args.epochs // 5)
         for epoch in [*range(step, args.epochs, step), args.epochs]:

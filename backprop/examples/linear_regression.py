@@ -4,16 +4,15 @@ Teaches gradient descent at its simplest: data made as y = X w + b + noise, ever
 data set, the loss falls epoch by epoch towards the noise's variance, and the layer's weight matrix
 ``W`` (shape (d, 1)) and bias ``b`` end up close to the true w and b.
 
-    python -m backprop.examples.linear_regression [--epochs N] [--lr LR] [--every K] [--seed S]
+    python -m backprop.examples.linear_regression [--epochs N] [--lr LR] [--every K] [--seed S] [--backend B]
 """
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 import backprop as bp
+from backprop.examples import example_parser, parse
 
 TRUE_W = np.array([2.0, -3.5, 0.5])
 TRUE_B = 1.0
@@ -39,17 +38,17 @@ def run(epochs: int = 100, lr: float = 0.1, samples: int = 500, noise: float = 0
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m backprop.examples.linear_regression",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--samples", type=int, default=500)
+    parser = example_parser("linear_regression", __doc__)
+    parser.add_argument("--epochs", type=int, default=100, help="full-batch steps")
+    parser.add_argument("--lr", type=float, default=0.1, help="SGD's learning rate")
+    parser.add_argument("--samples", type=int, default=500, help="data points")
     parser.add_argument("--noise", type=float, default=0.1, help="std of the noise added to y")
     parser.add_argument("--every", type=int, default=10, help="print the loss every K epochs")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the data and the initial weights")
     parser.add_argument("--quiet", action="store_true", help="print only the weights")
-    args = parser.parse_args(argv)
-    result = run(args.epochs, args.lr, args.samples, args.noise, args.seed)
+    args, backend = parse(parser, argv)
+    with bp.use_backend(backend):
+        result = run(args.epochs, args.lr, args.samples, args.noise, args.seed)
     if not args.quiet:
         for epoch, value in enumerate(result["history"], 1):
             if epoch == 1 or epoch % args.every == 0 or epoch == args.epochs:

@@ -4,19 +4,20 @@ Teaches the practical side of fitting a function: standardize inputs and targets
 set's mean and std, reused unchanged on test data), train with Adam on shuffled mini-batches with a
 cosine learning-rate schedule, and judge the model on held-out samples, in standardized units and
 back in the function's own units. ``--plot PATH`` draws the true and learned functions and the error
-over [-10, 10]^2 (needs matplotlib: ``pip install 'backprop[plot]'``).
+over [-10, 10]^2 (needs matplotlib, the ``[plot]`` extra).
 
-    python -m backprop.examples.regression [--epochs N] [--samples N] [--seed S] [--plot out.png]
+    python -m backprop.examples.regression [--epochs N] [--samples N] [--seed S] [--backend B] [--plot out.png]
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
 import backprop as bp
+from backprop.backends.install import pip_install
+from backprop.examples import example_parser, parse
 
 LOW, HIGH = -10.0, 10.0
 
@@ -77,7 +78,7 @@ def plot(result: dict, path: str, grid: int = 200) -> bool:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        print("matplotlib is not installed, so no plot: pip install 'backprop[plot]'")
+        print(f"matplotlib is not installed, so no plot: {pip_install('plot')}")
         return False
     axis = np.linspace(LOW, HIGH, grid)
     gx, gy = np.meshgrid(axis, axis)
@@ -106,20 +107,20 @@ def plot(result: dict, path: str, grid: int = 200) -> bool:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m backprop.examples.regression",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=100)
+    parser = example_parser("regression", __doc__)
+    parser.add_argument("--epochs", type=int, default=100, help="passes over the training set")
     parser.add_argument("--samples", type=int, default=10_000, help="training samples")
     parser.add_argument("--test-samples", type=int, default=2_000, help="held-out samples")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="samples per step")
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam's initial learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plot", metavar="PATH", help="save a PNG of true vs learned f")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the data, the weights and the shuffling")
+    parser.add_argument("--plot", metavar="PATH", help="save a PNG of true vs learned f (default: no plot)")
     parser.add_argument("--progress", action="store_true", help="show fit's progress bar")
     parser.add_argument("--quiet", action="store_true", help="print only the final line")
-    args = parser.parse_args(argv)
-    result = run(args.epochs, args.samples, args.test_samples, args.batch_size, args.lr, args.seed,
-                 args.progress)
+    args, backend = parse(parser, argv)
+    with bp.use_backend(backend):
+        result = run(args.epochs, args.samples, args.test_samples, args.batch_size, args.lr, args.seed,
+                     args.progress)
     if not args.quiet:
         step = max(1, args.epochs // 5)
         for epoch in [*range(step, args.epochs, step), args.epochs]:

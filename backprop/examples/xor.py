@@ -11,16 +11,15 @@ default seed both versions get all four right (MSE under 0.01); ``--seed`` tries
 0-199, MSE ends under 0.01 for about 3 in 4 and all four right for about 19 in 20; the softmax
 version gets all four right for about 49 in 50 (seed 0 is one that stalls in a poor local minimum).
 
-    python -m backprop.examples.xor [--softmax] [--epochs N] [--lr LR] [--seed S] [--quiet]
+    python -m backprop.examples.xor [--softmax] [--epochs N] [--lr LR] [--seed S] [--backend B] [--quiet]
 """
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 import backprop as bp
+from backprop.examples import example_parser, parse
 
 X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
 LABELS = np.array([0, 1, 1, 0])
@@ -57,15 +56,15 @@ def run(epochs: int = 400, lr: float = 0.6, seed: int = DEFAULT_SEED, softmax: b
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m backprop.examples.xor",
-                                     description=__doc__.split("\n")[0])
+    parser = example_parser("xor", __doc__)
     parser.add_argument("--softmax", action="store_true", help="two logits + SoftmaxCrossEntropy")
-    parser.add_argument("--epochs", type=int, default=400)
-    parser.add_argument("--lr", type=float, default=0.6)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--epochs", type=int, default=400, help="full-batch steps")
+    parser.add_argument("--lr", type=float, default=0.6, help="SGD's learning rate")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds the initial weights")
     parser.add_argument("--quiet", action="store_true", help="print only the final line")
-    args = parser.parse_args(argv)
-    result = run(args.epochs, args.lr, args.seed, args.softmax)
+    args, backend = parse(parser, argv)
+    with bp.use_backend(backend):
+        result = run(args.epochs, args.lr, args.seed, args.softmax)
     if not args.quiet:
         step = max(1, args.epochs // 8)
         for epoch in [*range(step, args.epochs, step), args.epochs]:
