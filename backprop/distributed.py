@@ -162,19 +162,20 @@ class NCCLCommunicator(Communicator):
     def array_comm(self, backend: Backend) -> Communicator:
         return self
 
-    def _args(self, a: Array) -> tuple[int, int, int]:
+    def _args(self, a: Array) -> tuple[int, int, int, int]:
+        """NCCL's view of ``a``: its device pointer, element count and type, and the current stream."""
         import cupy
         if not a.flags.c_contiguous:
             raise ValueError("NCCL reduces contiguous arrays only")
         types = {np.dtype(np.float32): self.nccl.NCCL_FLOAT32, np.dtype(np.float64): self.nccl.NCCL_FLOAT64}
-        return a.data.ptr, a.size, types[np.dtype(a.dtype)], cupy.cuda.get_current_stream().ptr  # type: ignore[return-value]
+        return a.data.ptr, a.size, types[np.dtype(a.dtype)], cupy.cuda.get_current_stream().ptr
 
     def allreduce_(self, a: Array) -> None:
-        ptr, count, dtype, stream = self._args(a)  # type: ignore[misc]
+        ptr, count, dtype, stream = self._args(a)
         self.comm.allReduce(ptr, ptr, count, dtype, self.nccl.NCCL_SUM, stream)
 
     def broadcast_(self, a: Array) -> None:
-        ptr, count, dtype, stream = self._args(a)  # type: ignore[misc]
+        ptr, count, dtype, stream = self._args(a)
         self.comm.bcast(ptr, count, dtype, 0, stream)
 
     def abort(self, status: int = 1) -> None:

@@ -31,8 +31,8 @@ from backprop.backends.registry import backend_class
 from backprop.callbacks import Callback, EpochLine, Logs, MetricsFiles, ProgressBar, StopOnInterrupt
 from backprop.checkpoint import ArraySpec, CheckpointError, atomic_write, load_arrays, remove_temp_files, save_arrays
 from backprop.data.loader import DataLoader
-from backprop.distributed import Communicator
 from backprop.data.mnist import DATASETS, Dataset, find_files, load_dataset, load_mnist_subset, read_files, spec
+from backprop.distributed import Communicator
 from backprop.losses import SoftmaxCrossEntropy
 from backprop.model import Sequential
 from backprop.optim import SGD, AdaGrad, Adam, AdamW, Momentum, Optimizer, RMSProp
