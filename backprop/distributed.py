@@ -142,7 +142,7 @@ class NCCLCommunicator(Communicator):
     and runs the host collectives. With one rank it still runs every array collective through NCCL."""
 
     def __init__(self, host: Communicator | None = None) -> None:
-        from cupy.cuda import nccl
+        nccl = _nccl()
         self.host = host or Communicator()
         self.rank, self.size = self.host.rank, self.host.size
         self.nccl = nccl
@@ -190,10 +190,18 @@ def library_version() -> str:
     return " ".join(str(MPI.Get_library_version()).splitlines()[0].split())
 
 
-def nccl_version() -> str:
-    """NCCL's version as CuPy loads it, such as "2.21.5"; raises ImportError without CuPy."""
+def _nccl() -> Any:
+    """CuPy's NCCL module; ImportError, saying what to install, where CuPy or its NCCL library is missing."""
     from cupy.cuda import nccl
-    v = int(nccl.get_version())
+    if not getattr(nccl, "available", True):
+        raise ImportError("CuPy found no NCCL library: install NCCL for its CUDA version (for example "
+                          "pip install nvidia-nccl-cu12), or use the CPU backends over MPI")
+    return nccl
+
+
+def nccl_version() -> str:
+    """NCCL's version as CuPy loads it, such as "2.21.5"; raises ImportError without CuPy or NCCL."""
+    v = int(_nccl().get_version())
     return f"{v // 10000}.{v // 100 % 100}.{v % 100}" if v >= 10000 else f"{v // 1000}.{v // 100 % 10}.{v % 100}"
 
 
