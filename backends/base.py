@@ -13,12 +13,13 @@ instead of failing inside compiled code or reading past an array's end.
 from __future__ import annotations
 
 import weakref
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from backprop.kernels import reference as ref
-from backprop.kernels.arrays import Array
+from backprop.kernels.arrays import Array, Scalar
 
 Pair = tuple[int, int]
 DTypeLike = Any
@@ -169,6 +170,11 @@ class Backend:
 
     def empty(self, shape: Any, dtype: DTypeLike | None = None) -> Array:
         return self.xp.empty(shape, dtype=self.dtype if dtype is None else dtype)
+
+    def guard(self, operation: str, *arrays: Array) -> AbstractContextManager[None]:
+        """A context in which running out of device memory raises an error that names ``operation``
+        (and the shapes of ``arrays``), the bytes asked for and the memory free. The host needs none."""
+        return nullcontext()
 
     def synchronize(self) -> None:
         """Wait for queued device work; a no-op on the CPU. Call it before reading a clock."""
@@ -481,7 +487,9 @@ class Backend:
         return ref.softmax_cross_entropy(self.xp, logits, target)
 
     # -- kernels: optimizer updates (in place; the gradient may broadcast against the parameter) ---
-    def _update(self, kernel: str, p: Array, g: Array, **state: Array | None) -> None:
+    # The step scalars (lr, Adam's lr_t and eps_t) are Python floats or 0-d arrays of the parameter's
+    # dtype on this backend: optimizers keep them on the device (see kernels/arrays.py's ``Scalar``).
+    def _update(self, kernel: str, p: Array, g: Array, scalars: dict[str, Scalar], **state: Array | None) -> None:
         self._operands(kernel, p=p, g=g, **state)
         for name, a in state.items():
             if a is not None:
@@ -490,37 +498,44 @@ class Backend:
                                                           zip(g.shape[::-1], p.shape[::-1], strict=False))):
             raise ValueError(f"{kernel}: the gradient's shape {tuple(g.shape)} does not broadcast to the "
                              f"parameter's {tuple(p.shape)}")
+        for name, v in scalars.items():
+            if self.is_array(v):
+                if v.shape != () or v.dtype != p.dtype:
+                    raise ValueError(f"{kernel}: {name} must be a number or a 0-d {p.dtype} array, got "
+                                     f"{v.dtype} {tuple(v.shape)}")
+            elif isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+                raise TypeError(f"{kernel}: {name} must be a number or a 0-d {p.dtype} array on backend "
+                                f"{self.name!r}, got {type(v).__name__}")
 
-    def sgd_update(self, p: Array, g: Array, velocity: Array | None, lr: float, momentum: float,
+    def sgd_update(self, p: Array, g: Array, velocity: Array | None, lr: Scalar, momentum: float,
                    nesterov: bool) -> None:
-        self._update("sgd_update", p, g, velocity=velocity)
+        self._update("sgd_update", p, g, {"lr": lr}, velocity=velocity)
         self._sgd_update(p, g, velocity, lr, momentum, nesterov)
 
-    def _sgd_update(self, p: Array, g: Array, velocity: Array | None, lr: float, momentum: float,
+    def _sgd_update(self, p: Array, g: Array, velocity: Array | None, lr: Scalar, momentum: float,
                     nesterov: bool) -> None:
         ref.sgd_update(self.xp, p, g, velocity, lr, momentum, nesterov)
 
-    def adagrad_update(self, p: Array, g: Array, sum_sq: Array, lr: float, eps: float) -> None:
-        self._update("adagrad_update", p, g, sum_sq=sum_sq)
+    def adagrad_update(self, p: Array, g: Array, sum_sq: Array, lr: Scalar, eps: float) -> None:
+        self._update("adagrad_update", p, g, {"lr": lr}, sum_sq=sum_sq)
         self._adagrad_update(p, g, sum_sq, lr, eps)
 
-    def _adagrad_update(self, p: Array, g: Array, sum_sq: Array, lr: float, eps: float) -> None:
+    def _adagrad_update(self, p: Array, g: Array, sum_sq: Array, lr: Scalar, eps: float) -> None:
         ref.adagrad_update(self.xp, p, g, sum_sq, lr, eps)
 
-    def rmsprop_update(self, p: Array, g: Array, mean_sq: Array, lr: float, rho: float, eps: float) -> None:
-        self._update("rmsprop_update", p, g, mean_sq=mean_sq)
+    def rmsprop_update(self, p: Array, g: Array, mean_sq: Array, lr: Scalar, rho: float, eps: float) -> None:
+        self._update("rmsprop_update", p, g, {"lr": lr}, mean_sq=mean_sq)
         self._rmsprop_update(p, g, mean_sq, lr, rho, eps)
 
-    def _rmsprop_update(self, p: Array, g: Array, mean_sq: Array, lr: float, rho: float, eps: float) -> None:
+    def _rmsprop_update(self, p: Array, g: Array, mean_sq: Array, lr: Scalar, rho: float, eps: float) -> None:
         ref.rmsprop_update(self.xp, p, g, mean_sq, lr, rho, eps)
 
-    def adam_update(self, p: Array, g: Array, m: Array, v: Array, lr: float, beta1: float, beta2: float,
-                    eps: float, step: int) -> None:
-        self._update("adam_update", p, g, m=m, v=v)
-        if step < 1:
-            raise ValueError(f"adam_update: step counts from 1, got {step}")
-        self._adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
+    def adam_update(self, p: Array, g: Array, m: Array, v: Array, lr_t: Scalar, beta1: float, beta2: float,
+                    eps_t: Scalar) -> None:
+        """Adam with its bias corrections folded into ``lr_t`` and ``eps_t`` (``reference.adam_scalars``)."""
+        self._update("adam_update", p, g, {"lr_t": lr_t, "eps_t": eps_t}, m=m, v=v)
+        self._adam_update(p, g, m, v, lr_t, beta1, beta2, eps_t)
 
-    def _adam_update(self, p: Array, g: Array, m: Array, v: Array, lr: float, beta1: float, beta2: float,
-                     eps: float, step: int) -> None:
-        ref.adam_update(self.xp, p, g, m, v, lr, beta1, beta2, eps, step)
+    def _adam_update(self, p: Array, g: Array, m: Array, v: Array, lr_t: Scalar, beta1: float, beta2: float,
+                     eps_t: Scalar) -> None:
+        ref.adam_update(self.xp, p, g, m, v, lr_t, beta1, beta2, eps_t)

@@ -18,6 +18,7 @@ import numpy as np
 
 from backprop.backends.base import FLOAT_DTYPES, Backend, Pair
 from backprop.kernels import cuda
+from backprop.kernels.arrays import Scalar
 
 INSTALL_HINT = "install CuPy for your CUDA version: pip install 'backprop[cuda12]' or 'backprop[cuda13]'"
 
@@ -32,10 +33,26 @@ def _describe(a: Any) -> str:
     return f"a {type(a).__name__}"
 
 
+CUBLAS_STATUS_ALLOC_FAILED = 3  # cuBLAS could not allocate (its workspace, on a first product per stream)
+
+
+def _out_of_memory(cupy: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory: CuPy's pool failing an allocation, or cuBLAS
+    failing to allocate its workspace."""
+    if isinstance(exc, cupy.cuda.memory.OutOfMemoryError):
+        return True
+    cublas = getattr(cupy.cuda, "cublas", None)  # CuPy imports it on first access
+    error = getattr(cublas, "CUBLASError", None)
+    return error is not None and isinstance(exc, error) and getattr(exc, "status", None) == CUBLAS_STATUS_ALLOC_FAILED
+
+
 def out_of_memory_message(cupy: Any, what: str, exc: BaseException) -> str:
-    """The message of a :class:`GPUOutOfMemoryError` for CuPy's OutOfMemoryError ``exc`` in ``what``."""
+    """The message of a :class:`GPUOutOfMemoryError` for an out-of-memory ``exc`` in ``what``."""
     requested = getattr(exc, "_size", None)
-    asked = f"{requested:,} bytes" if isinstance(requested, int) else "memory"
+    if isinstance(exc, cupy.cuda.memory.OutOfMemoryError):
+        failed = f"CuPy could not allocate {f'{requested:,} bytes' if isinstance(requested, int) else 'memory'}"
+    else:
+        failed = "cuBLAS could not allocate its workspace"
     try:
         device = cupy.cuda.runtime.getDevice()
         free, total = cupy.cuda.runtime.memGetInfo()
@@ -48,17 +65,19 @@ def out_of_memory_message(cupy: Any, what: str, exc: BaseException) -> str:
                      "cached but unused")
     except Exception:  # noqa: BLE001
         pool_text = ""
-    return (f"out of GPU memory in {what}: CuPy could not allocate {asked}; {free_text}{pool_text}. Use a "
-            "smaller batch or model, or free arrays you no longer need")
+    return (f"out of GPU memory in {what}: {failed}; {free_text}{pool_text}. Use a smaller batch or model, or "
+            "free arrays you no longer need")
 
 
 @contextlib.contextmanager
 def oom_guard(cupy: Any, operation: str, *arrays: Any) -> Iterator[None]:
-    """Turn CuPy's OutOfMemoryError inside the block into a :class:`GPUOutOfMemoryError` that names
-    ``operation`` and the shapes and dtypes of ``arrays``."""
+    """Turn running out of device memory inside the block (:func:`_out_of_memory`) into a
+    :class:`GPUOutOfMemoryError` that names ``operation`` and the shapes and dtypes of ``arrays``."""
     try:
         yield
-    except cupy.cuda.memory.OutOfMemoryError as exc:
+    except Exception as exc:
+        if not _out_of_memory(cupy, exc):
+            raise
         what = operation + (f" on {', '.join(_describe(a) for a in arrays)}" if arrays else "")
         raise GPUOutOfMemoryError(out_of_memory_message(cupy, what, exc)) from None
 
@@ -78,7 +97,7 @@ class CupyBackend(Backend):
     def _sibling(self, dtype: np.dtype) -> Backend:
         return CupyBackend(dtype, self.seed_value, xp=self.xp, runner=self.runner)
 
-    def _guard(self, operation: str, *arrays: Any) -> contextlib.AbstractContextManager[None]:
+    def guard(self, operation: str, *arrays: Any) -> contextlib.AbstractContextManager[None]:
         return oom_guard(self.xp, operation, *arrays)
 
     @staticmethod
@@ -91,18 +110,18 @@ class CupyBackend(Backend):
 
     # -- arrays -------------------------------------------------------------------------------------
     def asarray(self, a: Any, dtype: Any = None) -> Any:
-        with self._guard("asarray", a):
+        with self.guard("asarray", a):
             return super().asarray(a, dtype)
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return self.xp.asnumpy(a)
 
     def zeros(self, shape: Any, dtype: Any = None) -> Any:
-        with self._guard(f"zeros({shape}, {np.dtype(self.dtype if dtype is None else dtype).name})"):
+        with self.guard(f"zeros({shape}, {np.dtype(self.dtype if dtype is None else dtype).name})"):
             return super().zeros(shape, dtype)
 
     def empty(self, shape: Any, dtype: Any = None) -> Any:
-        with self._guard(f"empty({shape}, {np.dtype(self.dtype if dtype is None else dtype).name})"):
+        with self.guard(f"empty({shape}, {np.dtype(self.dtype if dtype is None else dtype).name})"):
             return super().empty(shape, dtype)
 
     def synchronize(self) -> None:
@@ -118,16 +137,16 @@ class CupyBackend(Backend):
         return self.xp.random.RandomState(seed)
 
     def standard_normal(self, shape: Any, dtype: Any = None) -> Any:
-        with self._guard(f"standard_normal({shape})"):
+        with self.guard(f"standard_normal({shape})"):
             return self.rng.standard_normal(shape, dtype=self.dtype if dtype is None else dtype)
 
     def uniform(self, shape: Any, dtype: Any = None) -> Any:
-        with self._guard(f"uniform({shape})"):
+        with self.guard(f"uniform({shape})"):
             return self.rng.random_sample(shape, dtype=self.dtype if dtype is None else dtype)
 
     # -- matrix products and convolution lowering ------------------------------------------------------
     def _matmul(self, a: Any, b: Any, out: Any | None = None) -> Any:
-        with self._guard("matmul", a, b):
+        with self.guard("matmul", a, b):
             # cuBLAS. CuPy's matmul copies an operand that is not C-contiguous, and computes into a
             # temporary when ``out`` is not C-contiguous (conv2d_forward/backward pass transposed views of both
             # kinds): an extra pass that a GPU profile should weigh against other layouts.
@@ -136,34 +155,34 @@ class CupyBackend(Backend):
     def _im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
         if not self._native(x):
             return super()._im2col(x, kernel, stride, pad)
-        with self._guard("im2col", x):
+        with self.guard("im2col", x):
             return cuda.im2col(x, kernel, stride, pad, runner=self.runner)
 
     def _col2im(self, col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Any:
         if not self._native(col):
             return super()._col2im(col, x_shape, kernel, stride, pad)
-        with self._guard("col2im", col):
+        with self.guard("col2im", col):
             return cuda.col2im(col, x_shape, kernel, stride, pad, runner=self.runner)
 
     def _maxpool2d(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
         """As the reference, but argmax is int32 (this backend's backward reads its own argmax)."""
         if not self._native(x):
             return super()._maxpool2d(x, kernel, stride, pad)
-        with self._guard("maxpool2d", x):
+        with self.guard("maxpool2d", x):
             return cuda.maxpool2d(x, kernel, stride, pad, runner=self.runner)
 
     def _maxpool2d_backward(self, dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
                            stride: Pair, pad: Pair) -> Any:
         if not self._native(dout):
             return super()._maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad)
-        with self._guard("maxpool2d_backward", dout):
+        with self.guard("maxpool2d_backward", dout):
             return cuda.maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad, runner=self.runner)
 
     # -- activations ---------------------------------------------------------------------------------
     def _activation(self, name: str, *arrays: Any) -> Any:
         if not self._native(*arrays):
             return getattr(super(), "_" + name)(*arrays)
-        with self._guard(name, *arrays):
+        with self.guard(name, *arrays):
             return getattr(cuda, name)(*arrays, runner=self.runner)
 
     def _relu(self, x: Any) -> Any:
@@ -198,7 +217,7 @@ class CupyBackend(Backend):
         labels = target.ndim == 1  # as the reference decides: (N,) labels, else (N, K) probabilities
         if not self._native(logits, *(() if labels else (target,))):
             return super()._softmax_cross_entropy(logits, target)
-        with self._guard("softmax_cross_entropy", logits, target):
+        with self.guard("softmax_cross_entropy", logits, target):
             return cuda.softmax_cross_entropy(logits, target, runner=self.runner)
 
     # -- optimizer updates (in place) ------------------------------------------------------------------
@@ -207,32 +226,32 @@ class CupyBackend(Backend):
         C-contiguous arrays; anything else goes to the reference."""
         return self._native(p, g, *state, in_place=(p, *state)) and all(a.shape == p.shape for a in (g, *state))
 
-    def _sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
+    def _sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: Scalar, momentum: float,
                    nesterov: bool) -> None:
         state = () if velocity is None else (velocity,)
         if not self._native_update(p, g, *state):
             return super()._sgd_update(p, g, velocity, lr, momentum, nesterov)
-        with self._guard("sgd_update", p):
+        with self.guard("sgd_update", p):
             cuda.sgd_update(p, g, velocity, lr, momentum, nesterov, runner=self.runner)
 
-    def _adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
+    def _adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: Scalar, eps: float) -> None:
         if not self._native_update(p, g, sum_sq):
             return super()._adagrad_update(p, g, sum_sq, lr, eps)
-        with self._guard("adagrad_update", p):
+        with self.guard("adagrad_update", p):
             cuda.adagrad_update(p, g, sum_sq, lr, eps, runner=self.runner)
 
-    def _rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
+    def _rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: Scalar, rho: float, eps: float) -> None:
         if not self._native_update(p, g, mean_sq):
             return super()._rmsprop_update(p, g, mean_sq, lr, rho, eps)
-        with self._guard("rmsprop_update", p):
+        with self.guard("rmsprop_update", p):
             cuda.rmsprop_update(p, g, mean_sq, lr, rho, eps, runner=self.runner)
 
-    def _adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
-                    eps: float, step: int) -> None:
+    def _adam_update(self, p: Any, g: Any, m: Any, v: Any, lr_t: Scalar, beta1: float, beta2: float,
+                     eps_t: Scalar) -> None:
         if not self._native_update(p, g, m, v):
-            return super()._adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
-        with self._guard("adam_update", p):
-            cuda.adam_update(p, g, m, v, lr, beta1, beta2, eps, step, runner=self.runner)
+            return super()._adam_update(p, g, m, v, lr_t, beta1, beta2, eps_t)
+        with self.guard("adam_update", p):
+            cuda.adam_update(p, g, m, v, lr_t, beta1, beta2, eps_t, runner=self.runner)
 
 
 NOT_INSTALLED = "CuPy is not installed"  # the start of probe()'s reason when there is no CuPy at all

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from backprop.backends.base import Backend, Pair
-from backprop.kernels.reference import adam_scalars, conv_output_size
+from backprop.kernels.arrays import Scalar
+from backprop.kernels.reference import conv_output_size
 
 INSTALL_HINT = "pip install 'backprop[numba]'"
 
@@ -154,7 +155,7 @@ class NumbaBackend(Backend):
         first = arrays[0]
         return all(a.flags.c_contiguous and a.dtype == first.dtype and a.shape == first.shape for a in arrays)
 
-    def _sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: float, momentum: float,
+    def _sgd_update(self, p: Any, g: Any, velocity: Any | None, lr: Scalar, momentum: float,
                    nesterov: bool) -> None:
         arrays = (p, g) if velocity is None else (p, g, velocity)
         if not self._inplace_ok(*arrays):
@@ -166,25 +167,24 @@ class NumbaBackend(Backend):
             self.k.sgd_update_momentum(p.reshape(-1), g.reshape(-1), velocity.reshape(-1), t(lr), t(momentum),
                                        nesterov, _tiny(p))
 
-    def _adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: float, eps: float) -> None:
+    def _adagrad_update(self, p: Any, g: Any, sum_sq: Any, lr: Scalar, eps: float) -> None:
         if not self._inplace_ok(p, g, sum_sq):
             return super()._adagrad_update(p, g, sum_sq, lr, eps)
         t = p.dtype.type
         self.k.adagrad_update(p.reshape(-1), g.reshape(-1), sum_sq.reshape(-1), t(lr), t(eps))
 
-    def _rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float) -> None:
+    def _rmsprop_update(self, p: Any, g: Any, mean_sq: Any, lr: Scalar, rho: float, eps: float) -> None:
         if not self._inplace_ok(p, g, mean_sq):
             return super()._rmsprop_update(p, g, mean_sq, lr, rho, eps)
         t = p.dtype.type
         self.k.rmsprop_update(p.reshape(-1), g.reshape(-1), mean_sq.reshape(-1), t(lr), t(rho), t(1 - rho),
                               t(eps), _tiny(p))
 
-    def _adam_update(self, p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
-                    eps: float, step: int) -> None:
+    def _adam_update(self, p: Any, g: Any, m: Any, v: Any, lr_t: Scalar, beta1: float, beta2: float,
+                     eps_t: Scalar) -> None:
         if not self._inplace_ok(p, g, m, v):
-            return super()._adam_update(p, g, m, v, lr, beta1, beta2, eps, step)
+            return super()._adam_update(p, g, m, v, lr_t, beta1, beta2, eps_t)
         t = p.dtype.type
-        lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
         self.k.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),
                            t(1 - beta1), t(beta2), t(1 - beta2), t(eps_t), _tiny(p))
 

@@ -114,6 +114,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--plot", action="store_true", help="write the loss and accuracy curves as a PNG (needs "
                                                        "matplotlib: pip install 'backprop[plot]')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--cuda-graph", action="store_true", help="replay each training step as a CUDA graph "
+                                                            "(cupy backend): the same results, launched at once")
     p.set_defaults(run=_train, parser=p)
 
 
@@ -163,7 +165,8 @@ def _train_held(args: argparse.Namespace, parser: argparse.ArgumentParser, run_d
         config.backend = args.backend
     try:
         history = train(config, run_dir, resume=args.resume is not None, data_dir=args.data_dir,
-                        download=args.download, progress=not args.no_progress, say=_say, comm=comm)
+                        download=args.download, progress=not args.no_progress, cuda_graph=args.cuda_graph,
+                        say=_say, comm=comm)
         status = 0
     except Interrupted as exc:
         if comm.rank != 0:

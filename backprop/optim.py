@@ -1,6 +1,10 @@
 """Optimizers over a model's ``parameters()``; their state lives on each Parameter's backend.
 
 Each optimizer reads ``p.grad`` and updates ``p.data`` in place through its backend's update kernel.
+A step has two halves: :meth:`Optimizer.begin_step` on the host counts the step and writes the values
+that change from step to step (the learning rate, Adam's bias corrections) into device memory, and
+:meth:`Optimizer.apply` launches the updates, which read them there. A CUDA graph captures ``apply``
+once and replays it after each ``begin_step``, so schedules and Adam's corrections keep working.
 ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2), except in AdamW, where it is
 decoupled; ``clip_norm`` rescales all gradients together when their global norm exceeds it.
 """
@@ -15,6 +19,7 @@ import numpy as np
 
 from backprop.backends import Array
 from backprop.checks import check_fraction, check_number
+from backprop.kernels.reference import adam_scalars
 from backprop.parameter import Parameter
 
 
@@ -48,14 +53,41 @@ class Optimizer:
         self.clip_norm = None if clip_norm is None else check_number(clip_norm, "clip_norm", lambda v: v > 0,
                                                                       "positive and finite")
         self.steps = 0
+        self._scalars: dict[np.dtype, dict[str, Array]] = {}  # dtype -> name -> 0-d device array
 
     def step(self) -> None:
         """Apply one update from the gradients that the last backward pass left in ``p.grad``."""
+        self.begin_step()
+        self.apply()
+
+    def step_scalars(self) -> dict[str, float]:
+        """This step's values that change from step to step, by name (the update kernels' step scalars)."""
+        return {"lr": self.lr}
+
+    def begin_step(self) -> None:
+        """The host's half of a step: count it and write :meth:`step_scalars` into device memory, in each
+        dtype the parameters have (a fill per value: no host read, and in order with the device's work)."""
         self.steps += 1
+        values = self.step_scalars()
+        for p in self.params:
+            if p.dtype not in self._scalars:
+                store = p.backend.zeros((len(values),), dtype=p.dtype)
+                self._scalars[p.dtype] = {name: store[i, ...] for i, name in enumerate(values)}
+        for views in self._scalars.values():
+            for name, value in values.items():
+                views[name].fill(value)
+
+    def apply(self) -> None:
+        """The device's half of a step: clip, then update every parameter (no host read, no allocation
+        that outlives the step: what a CUDA graph captures)."""
         if self.clip_norm is not None:
             clip_grad_norm(self.params, self.clip_norm)
         for p in self.params:
             self.update(p, self.decayed_grad(p))
+
+    def scalar(self, name: str, p: Parameter) -> Array:
+        """The step scalar ``name`` of this step in ``p``'s dtype: a 0-d array on ``p``'s backend."""
+        return self._scalars[p.dtype][name]
 
     def decayed_grad(self, p: Parameter) -> Array:
         return p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
@@ -137,7 +169,7 @@ class SGD(Optimizer):
 
     def update(self, p: Parameter, grad: Array) -> None:
         velocity = self.state(p, "velocity") if self.momentum else None
-        p.backend.sgd_update(p.data, grad, velocity, self.lr, self.momentum, self.nesterov)
+        p.backend.sgd_update(p.data, grad, velocity, self.scalar("lr", p), self.momentum, self.nesterov)
 
 
 class Momentum(SGD):
@@ -164,7 +196,7 @@ class AdaGrad(Optimizer):
         self.eps = _positive_eps(eps)
 
     def update(self, p: Parameter, grad: Array) -> None:
-        p.backend.adagrad_update(p.data, grad, self.state(p, "sum_sq"), self.lr, self.eps)
+        p.backend.adagrad_update(p.data, grad, self.state(p, "sum_sq"), self.scalar("lr", p), self.eps)
 
 
 class RMSProp(Optimizer):
@@ -177,7 +209,7 @@ class RMSProp(Optimizer):
         self.eps = _positive_eps(eps)
 
     def update(self, p: Parameter, grad: Array) -> None:
-        p.backend.rmsprop_update(p.data, grad, self.state(p, "mean_sq"), self.lr, self.rho, self.eps)
+        p.backend.rmsprop_update(p.data, grad, self.state(p, "mean_sq"), self.scalar("lr", p), self.rho, self.eps)
 
 
 class Adam(Optimizer):
@@ -191,9 +223,13 @@ class Adam(Optimizer):
         self.betas = (check_fraction(betas[0], "betas[0]"), check_fraction(betas[1], "betas[1]"))
         self.eps = _positive_eps(eps)
 
+    def step_scalars(self) -> dict[str, float]:
+        lr_t, eps_t = adam_scalars(self.lr, *self.betas, self.eps, self.steps)
+        return {"lr_t": lr_t, "eps_t": eps_t}
+
     def update(self, p: Parameter, grad: Array) -> None:
-        p.backend.adam_update(p.data, grad, self.state(p, "m"), self.state(p, "v"), self.lr,
-                              self.betas[0], self.betas[1], self.eps, self.steps)
+        p.backend.adam_update(p.data, grad, self.state(p, "m"), self.state(p, "v"), self.scalar("lr_t", p),
+                              self.betas[0], self.betas[1], self.scalar("eps_t", p))
 
 
 class AdamW(Adam):
@@ -203,7 +239,10 @@ class AdamW(Adam):
                  eps: float = 1e-8, weight_decay: float = 0.01, clip_norm: float | None = None) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, clip_norm)
 
+    def step_scalars(self) -> dict[str, float]:
+        return {**super().step_scalars(), "decay": 1.0 - self.lr * self.weight_decay}
+
     def decayed_grad(self, p: Parameter) -> Array:
         if self.weight_decay:
-            p.data *= p.data.dtype.type(1.0 - self.lr * self.weight_decay)
+            p.data *= self.scalar("decay", p)
         return p.grad

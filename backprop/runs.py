@@ -33,6 +33,7 @@ from backprop.checkpoint import ArraySpec, CheckpointError, atomic_write, load_a
 from backprop.data.loader import DataLoader
 from backprop.data.mnist import DATASETS, Dataset, find_files, load_dataset, load_mnist_subset, read_files, spec
 from backprop.distributed import Communicator
+from backprop.graphs import graph_problem
 from backprop.losses import SoftmaxCrossEntropy
 from backprop.model import Sequential
 from backprop.optim import SGD, AdaGrad, Adam, AdamW, Momentum, Optimizer, RMSProp
@@ -521,14 +522,15 @@ class RunCheckpoint(Callback):
 
 
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_dir: str | None = None,
-          download: bool = False, progress: bool = True, say: Callable[[str], None] = print,
-          comm: Communicator | None = None) -> list[dict[str, Any]]:
+          download: bool = False, progress: bool = True, cuda_graph: bool = False,
+          say: Callable[[str], None] = print, comm: Communicator | None = None) -> list[dict[str, Any]]:
     """Train (or, with ``resume``, continue) the run in ``run_dir`` up to ``config.epochs`` epochs.
 
     This is :func:`~backprop.training.fit` with the run's callbacks: a checkpoint, the weights and the
     metrics files after every epoch, Ctrl-C, a progress bar and a line per epoch through ``say``.
     Returns the history (one record per epoch). On Ctrl-C it saves a checkpoint after the current batch
     and raises :class:`Interrupted`. The run holds its folder throughout (:func:`hold_run_dir`).
+    ``cuda_graph`` replays each step as a CUDA graph (cupy backend; the same results).
 
     With ``comm`` (:func:`backprop.distributed.init`), every rank calls this and trains its share of each
     batch; every rank reads a resumed run's files, rank 0 alone holds the folder, writes into it and
@@ -537,7 +539,8 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
     comm = comm or Communicator()
     with hold_run_dir(run_dir, create=not resume) if comm.rank == 0 else nullcontext(Path(run_dir)) as run_dir:
         return _train(config, run_dir, resume=resume, data_dir=data_dir, download=download,
-                      progress=progress and comm.rank == 0, say=say if comm.rank == 0 else _quiet, comm=comm)
+                      progress=progress and comm.rank == 0, cuda_graph=cuda_graph,
+                      say=say if comm.rank == 0 else _quiet, comm=comm)
 
 
 def _quiet(line: str) -> None:
@@ -549,7 +552,7 @@ RESUMABLE_CHANGES = ("epochs", "backend", "data_source")
 
 
 def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | None, download: bool, progress: bool,
-           say: Callable[[str], None], comm: Communicator) -> list[dict[str, Any]]:
+           cuda_graph: bool, say: Callable[[str], None], comm: Communicator) -> list[dict[str, Any]]:
     writer = comm.rank == 0
     backend = get_backend(config.backend, config.dtype)
     arrays: dict[str, np.ndarray] = {}
@@ -578,6 +581,9 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | No
     config.data_sha256 = sha256
     train_loader, test_loader = loaders(data, config, backend)
     model, optimizer = build(config, backend, len(data.spec.classes))
+    problem = graph_problem(model) if cuda_graph else None
+    if problem is not None:
+        raise ValueError(f"--cuda-graph: {problem}")
     state = TrainingState()
     if resume:
         check_progress(meta, arrays, len(train_loader.x), len(train_loader))
@@ -619,7 +625,7 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | No
     try:
         fit(model, train_loader, loss=SoftmaxCrossEntropy(backend), optimizer=optimizer, epochs=config.epochs,
             validation_data=test_loader, metrics=["accuracy"], progress=False, callbacks=callbacks, state=state,
-            comm=comm)
+            cuda_graph=cuda_graph, comm=comm)
     except TrainingDivergedError as exc:
         kept = (f"{run_dir / CHECKPOINT} still holds epoch {state.epoch}" if state.epoch else
                 f"no epoch finished, so {run_dir} holds no checkpoint")

@@ -28,6 +28,7 @@ from backprop.callbacks import Callback, CallbackList, EpochLine, ProgressBar
 from backprop.checks import check_labels, check_number
 from backprop.data.loader import DataLoader
 from backprop.distributed import Communicator, GradientAverager, broadcast_arrays, check_shares
+from backprop.graphs import CudaGraphStep
 from backprop.layers.base import Layer
 from backprop.layers.norm import _BatchNorm
 from backprop.losses import MSE, BCEWithLogits, BinaryCrossEntropy, Loss, targets_checked
@@ -50,12 +51,22 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Arra
     training: the gradients averaged over the ranks, :mod:`backprop.distributed`), update (with the
     optimizer's gradient clipping, if any). Returns the loss as a 0-d backend array (reading it waits
     for the device) and the outputs."""
-    out = model.forward(x)
-    value = loss.forward(out, y)
-    model.backward_params(loss.backward())
-    if average is not None:
-        average()
-    optimizer.step()
+    optimizer.begin_step()
+    return device_step(model, loss, optimizer, x, y, average)
+
+
+def device_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Array,
+                average: Callable[[], None] | None = None) -> tuple[Array, Array]:
+    """:func:`train_step` without the optimizer's host half (``begin_step``): only device work, which a
+    CUDA graph captures (:mod:`backprop.graphs`). Running out of GPU memory anywhere in it is a
+    ``GPUOutOfMemoryError`` naming the request and the free memory."""
+    with model.backend.guard(f"a training step on a batch of {tuple(x.shape)}"):
+        out = model.forward(x)
+        value = loss.forward(out, y)
+        model.backward_params(loss.backward())
+        if average is not None:
+            average()
+        optimizer.apply()
     return value, out
 
 
@@ -306,6 +317,7 @@ class Loop:
     state: TrainingState
     stop_training: bool = False
     error: BaseException | None = None  # what ended training, for on_train_end; None when it finished
+    graph: CudaGraphStep | None = None  # the captured step with fit(cuda_graph=True): its replays, eager steps
 
     @property
     def epoch(self) -> int:
@@ -329,14 +341,17 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
         validation_data: tuple[Array, Array] | DataLoader | None = None, scheduler: LRScheduler | None = None,
         metrics: Sequence[str] = (), progress: bool = True, callbacks: Sequence[Callback] = (),
         resident: bool | None = None, state: TrainingState | None = None,
-        report_interval: float | None = None, comm: Communicator | None = None) -> dict[str, list[float]]:
+        report_interval: float | None = None, cuda_graph: bool = False,
+        comm: Communicator | None = None) -> dict[str, list[float]]:
     """Train ``model`` for ``epochs`` passes over (x, y), or over the DataLoader ``x``; return the history.
 
     ``batch_size=None`` trains on the full batch, 1 is single-sample SGD, anything between is
     mini-batch. Shuffling is seeded by ``seed`` (else by :func:`~backprop.manual_seed`). ``scheduler`` is
     stepped after every epoch. Data stay on the backend for the whole run when they fit (``resident``).
     ``progress`` adds a progress bar and a line per epoch to ``callbacks``. ``state`` resumes a loop
-    where a checkpoint left it. The history maps "loss", each metric, and with ``validation_data``
+    where a checkpoint left it. ``cuda_graph=True`` (cupy backend) captures the training step as a CUDA
+    graph after a few eager steps and replays it for every full batch (:mod:`backprop.graphs`); the
+    results equal eager training's. The history maps "loss", each metric, and with ``validation_data``
     "val_loss" and "val_<metric>" to one value per epoch (callbacks also see "lr", "seconds",
     "images_per_s" and "eval_seconds" in each epoch's record).
 
@@ -359,6 +374,12 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
     _check_metrics(metrics)
     _check_optimizer(model, optimizer)
     loss.to(backend)
+    comm = comm or Communicator()
+    if cuda_graph and comm.size > 1:
+        raise ValueError(f"cuda_graph=True trains one process; this is rank {comm.rank} of {comm.size}: train "
+                         "data-parallel without it")
+    step = CudaGraphStep(device_step, model, loss, optimizer) if cuda_graph else None  # refuses what it cannot
+
     if seed is None and shuffle and not isinstance(x, DataLoader):  # the order follows manual_seed, as in PyTorch
         seed = backend.draw_seed()
     loader = as_loader(model, x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, resident=resident)
@@ -372,14 +393,13 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
                                         else validation_data), batch_size=EVAL_BATCH, resident=resident)
         _check_dataset(model, loss, val_loader, "validation data")
     _check_last_batch(model, loader)
-    comm = comm or Communicator()
     if comm.size > 1:
         check_shares(comm.size, len(loader.x), loader.batch_size)
         loader.load_state_dict(comm.broadcast_json(loader.state_dict()))  # one global order for every rank
-    loop = Loop(model, loss, optimizer, loader, int(epochs), state or TrainingState())
+    loop = Loop(model, loss, optimizer, loader, int(epochs), state or TrainingState(), graph=step)
     hooks = CallbackList([*callbacks, *((ProgressBar(), EpochLine()) if progress else ())])
     runner = _Runner(loop, hooks, val_loader, scheduler, metrics, report_interval, comm)
-    with _mode(model, True), targets_checked(loss):
+    with _mode(model, True), targets_checked(loss), (step.stream if step else nullcontext()):
         if comm.size > 1:
             broadcast_arrays(comm.array_comm(backend), list(runner.snapshot.arrays().values()))
         if not runner.snapshot.finite():
@@ -405,8 +425,10 @@ class _Runner:
     def __init__(self, loop: Loop, hooks: Callback, val_loader: DataLoader | None, scheduler: LRScheduler | None,
                  metrics: Sequence[str], report_interval: float, comm: Communicator) -> None:
         self.loop, self.hooks, self.val_loader, self.scheduler = loop, hooks, val_loader, scheduler
+        model, loss, optimizer = loop.model, loop.loss, loop.optimizer
+        self.step = loop.graph or (lambda x, y: train_step(model, loss, optimizer, x, y))
         self.metrics, self.report_interval, self.comm = tuple(metrics), report_interval, comm
-        self.gradients = GradientAverager(comm, loop.optimizer.params) if comm.size > 1 else None
+        self.gradients = GradientAverager(comm, optimizer.params) if comm.size > 1 else None
         self.snapshot = Snapshot(loop.model, loop.optimizer)
         self.good = ""  # where the snapshot was taken
         self.good_state = loop.state
@@ -433,8 +455,11 @@ class _Runner:
         for xb, yb in loop.loader.batches(st.order, st.batch, (comm.rank, comm.size)):
             self.hooks.on_batch_begin(loop)
             samples = loop.loader.batch_len(st.batch)  # on all ranks
-            average = None if self.gradients is None else partial(self.gradients.average, len(xb) / samples)
-            value, out = train_step(loop.model, loop.loss, loop.optimizer, xb, yb, average)
+            if self.gradients is None:
+                value, out = self.step(xb, yb)
+            else:
+                average = partial(self.gradients.average, len(xb) / samples)
+                value, out = train_step(loop.model, loop.loss, loop.optimizer, xb, yb, average)
             sums.add(value, out, yb)
             st.batch += 1
             st.seen += samples

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from backprop.backends import available_backends, get_backend
+from backprop.kernels.reference import adam_scalars
 
 
 def median_ms(fn, repeat: int) -> float:
@@ -34,6 +35,7 @@ def median_ms(fn, repeat: int) -> float:
 def time_update(b, weight: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, flushed: np.ndarray,
                 repeat: int) -> tuple[float, float]:
     """Milliseconds of one Adam update on backend ``b`` starting from momentum ``m`` and from ``flushed``."""
+    lr_t, eps_t = adam_scalars(1e-3, 0.9, 0.999, 1e-8, 1000)
     work = [np.empty_like(a) for a in (weight, m, v)]  # reused: fresh arrays each call would time page faults
 
     def reset(start_m: np.ndarray) -> None:
@@ -42,7 +44,7 @@ def time_update(b, weight: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.nd
 
     def update(start_m: np.ndarray) -> None:
         reset(start_m)
-        b.adam_update(work[0], grad, work[1], work[2], 1e-3, 0.9, 0.999, 1e-8, 1000)
+        b.adam_update(work[0], grad, work[1], work[2], lr_t, 0.9, 0.999, eps_t)
 
     copies = median_ms(lambda: reset(m), repeat)
     return median_ms(lambda: update(m), repeat) - copies, median_ms(lambda: update(flushed), repeat) - copies

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from backprop.backends import available_backends, get_backend, known_backends
-from backprop.kernels.reference import conv_output_size
+from backprop.kernels.reference import adam_scalars, conv_output_size
 
 # name -> (N, C, H, W), out channels, kernel, stride, pad, pool
 SHAPES = {
@@ -134,5 +134,6 @@ def test_softmax_cross_entropy(benchmark, backend, case):
 def test_adam_update(benchmark, backend, case):
     p = case["param"]
     g, m, v = p.copy(), backend.xp.zeros_like(p), backend.xp.zeros_like(p)
+    lr_t, eps_t = adam_scalars(1e-3, 0.9, 0.999, 1e-8, 1)
     run(benchmark, backend, f"adam_update {case['name']} ({p.size:,} params)", backend.adam_update,
-        p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 1)
+        p, g, m, v, lr_t, 0.9, 0.999, eps_t)

@@ -13,4 +13,9 @@ from typing import Any, TypeAlias
 
 Array: TypeAlias = Any
 
-__all__ = ["Array"]
+# A step scalar of an optimizer update: a Python float, or a 0-d array of the parameter's dtype on its
+# backend (what optimizers pass: values that change every step, such as the learning rate, stay in
+# device memory, where a captured CUDA graph reads the current ones).
+Scalar: TypeAlias = Any
+
+__all__ = ["Array", "Scalar"]

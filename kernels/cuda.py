@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from backprop.kernels.reference import adam_scalars, conv_output_size
+from backprop.kernels.arrays import Scalar
+from backprop.kernels.reference import conv_output_size
 
 Pair = tuple[int, int]
 
@@ -373,40 +374,49 @@ def softmax_cross_entropy(logits: Any, target: Any, runner: Runner | None = None
 
 # -- optimizer updates (in place) ------------------------------------------------------------------
 
-def sgd_update(p: Any, g: Any, velocity: Any | None, lr: float, momentum: float, nesterov: bool,
+def _step_scalar(r: Runner, what: str, value: Scalar, p: Any) -> Any:
+    """A step scalar as the kernels read it, from device memory: a 0-d array of p's dtype as it is, a
+    number put into one (callers who update many parameters keep theirs on the device, as optimizers do)."""
+    if hasattr(value, "shape"):
+        _same(what, value, (), p.dtype)
+        return r.xp.ascontiguousarray(value)
+    return r.xp.full((), value, dtype=p.dtype)
+
+
+def sgd_update(p: Any, g: Any, velocity: Any | None, lr: Scalar, momentum: float, nesterov: bool,
                runner: Runner | None = None) -> None:
     r = runner or default_runner()
     g = _update_operands(r, p, g, **({} if velocity is None else {"the velocity": velocity}))
-    t = p.dtype.type
+    lr = _step_scalar(r, "lr", lr, p)
     if velocity is None:
-        r.launch("sgd_update", p.dtype, p.size, (p, g, np.int64(p.size), t(lr)))
+        r.launch("sgd_update", p.dtype, p.size, (p, g, lr, np.int64(p.size)))
         return
     r.launch("sgd_update_momentum", p.dtype, p.size,
-             (p, g, velocity, np.int64(p.size), t(lr), t(momentum), np.int32(bool(nesterov))))
+             (p, g, velocity, lr, np.int64(p.size), p.dtype.type(momentum), np.int32(bool(nesterov))))
 
 
-def adagrad_update(p: Any, g: Any, sum_sq: Any, lr: float, eps: float, runner: Runner | None = None) -> None:
+def adagrad_update(p: Any, g: Any, sum_sq: Any, lr: Scalar, eps: float, runner: Runner | None = None) -> None:
     r = runner or default_runner()
     g = _update_operands(r, p, g, sum_sq=sum_sq)
     t = p.dtype.type
-    r.launch("adagrad_update", p.dtype, p.size, (p, g, sum_sq, np.int64(p.size), t(lr), t(eps)))
+    r.launch("adagrad_update", p.dtype, p.size, (p, g, sum_sq, _step_scalar(r, "lr", lr, p), np.int64(p.size), t(eps)))
 
 
-def rmsprop_update(p: Any, g: Any, mean_sq: Any, lr: float, rho: float, eps: float,
+def rmsprop_update(p: Any, g: Any, mean_sq: Any, lr: Scalar, rho: float, eps: float,
                    runner: Runner | None = None) -> None:
     r = runner or default_runner()
     g = _update_operands(r, p, g, mean_sq=mean_sq)
     t = p.dtype.type
     r.launch("rmsprop_update", p.dtype, p.size,
-             (p, g, mean_sq, np.int64(p.size), t(lr), t(rho), t(1 - rho), t(eps)))
+             (p, g, mean_sq, _step_scalar(r, "lr", lr, p), np.int64(p.size), t(rho), t(1 - rho), t(eps)))
 
 
-def adam_update(p: Any, g: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float, eps: float, step: int,
+def adam_update(p: Any, g: Any, m: Any, v: Any, lr_t: Scalar, beta1: float, beta2: float, eps_t: Scalar,
                 runner: Runner | None = None) -> None:
-    """Adam with the reference's bias correction; ``step`` counts from 1."""
+    """Adam with its bias corrections folded into ``lr_t`` and ``eps_t`` (``reference.adam_scalars``)."""
     r = runner or default_runner()
     g = _update_operands(r, p, g, m=m, v=v)
-    lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
     t = p.dtype.type
     r.launch("adam_update", p.dtype, p.size,
-             (p, g, m, v, np.int64(p.size), t(lr_t), t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(eps_t)))
+             (p, g, m, v, _step_scalar(r, "lr_t", lr_t, p), _step_scalar(r, "eps_t", eps_t, p), np.int64(p.size),
+              t(beta1), t(1 - beta1), t(beta2), t(1 - beta2)))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backprop.kernels.arrays import Array
+from backprop.kernels.arrays import Array, Scalar
 
 Pair = tuple[int, int]
 
@@ -294,7 +294,7 @@ def flush_subnormal(xp: Any, state: Array) -> None:
     xp.multiply(bits, ~(xp.abs(state) < xp.finfo(state.dtype).tiny), out=bits)
 
 
-def sgd_update(xp: Any, p: Array, g: Array, velocity: Array | None, lr: float, momentum: float,
+def sgd_update(xp: Any, p: Array, g: Array, velocity: Array | None, lr: Scalar, momentum: float,
                nesterov: bool) -> None:
     """In-place SGD step; with momentum, velocity v <- momentum * v + g (PyTorch's convention)."""
     if velocity is None:
@@ -309,12 +309,12 @@ def sgd_update(xp: Any, p: Array, g: Array, velocity: Array | None, lr: float, m
         p -= lr * velocity
 
 
-def adagrad_update(xp: Any, p: Array, g: Array, sum_sq: Array, lr: float, eps: float) -> None:
+def adagrad_update(xp: Any, p: Array, g: Array, sum_sq: Array, lr: Scalar, eps: float) -> None:
     sum_sq += g * g
     p -= lr * g / (xp.sqrt(sum_sq) + eps)
 
 
-def rmsprop_update(xp: Any, p: Array, g: Array, mean_sq: Array, lr: float, rho: float, eps: float) -> None:
+def rmsprop_update(xp: Any, p: Array, g: Array, mean_sq: Array, lr: Scalar, rho: float, eps: float) -> None:
     mean_sq *= rho
     mean_sq += (1 - rho) * g * g
     flush_subnormal(xp, mean_sq)
@@ -323,20 +323,19 @@ def rmsprop_update(xp: Any, p: Array, g: Array, mean_sq: Array, lr: float, rho: 
 
 def adam_scalars(lr: float, beta1: float, beta2: float, eps: float, step: int) -> tuple[float, float]:
     """(lr_t, eps_t): the bias corrections of step ``step`` (from 1) folded into the step size and
-    epsilon, so that lr_t * m / (sqrt(v) + eps_t) is lr * m_hat / (sqrt(v_hat) + eps). Every backend
-    takes them from here."""
+    epsilon, so that lr_t * m / (sqrt(v) + eps_t) is lr * m_hat / (sqrt(v_hat) + eps). Computed once
+    per step (by the optimizer), for every parameter and every backend."""
     correction = (1 - beta2 ** step) ** 0.5
     return lr * correction / (1 - beta1 ** step), eps * correction
 
 
-def adam_update(xp: Any, p: Array, g: Array, m: Array, v: Array, lr: float, beta1: float, beta2: float,
-                eps: float, step: int) -> None:
-    """In-place Adam step with bias correction (:func:`adam_scalars`); ``step`` counts from 1.
+def adam_update(xp: Any, p: Array, g: Array, m: Array, v: Array, lr_t: Scalar, beta1: float, beta2: float,
+                eps_t: Scalar) -> None:
+    """In-place Adam step whose bias corrections are folded into ``lr_t`` and ``eps_t`` (:func:`adam_scalars`).
 
     Every intermediate goes through one scratch array (``out=``), so a step allocates once per
     parameter instead of once per operation.
     """
-    lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
     tmp = xp.empty_like(p)
     m *= beta1
     xp.multiply(g, 1 - beta1, out=tmp)

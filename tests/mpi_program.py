@@ -50,16 +50,16 @@ def train(backend_name: str, callbacks=()) -> tuple[bp.Sequential, dict[str, lis
 
 
 def after_step(rank: int, step: int, act) -> None:
-    """Make rank ``rank``'s optimizer call ``act()`` after its ``step``-th update."""
-    real, calls = Optimizer.step, [0]
+    """Make rank ``rank``'s optimizer call ``act()`` after its ``step``-th update (``Optimizer.apply``)."""
+    real, calls = Optimizer.apply, [0]
 
-    def step_then_act(self):
+    def apply_then_act(self):
         real(self)
         calls[0] += 1
         if calls[0] == step and distributed.current().rank == rank:
             act()
 
-    Optimizer.step = step_then_act  # type: ignore[method-assign]
+    Optimizer.apply = apply_then_act  # type: ignore[method-assign]
 
 
 def disk_gone() -> None:

@@ -51,17 +51,18 @@ def assert_same_state(a: Path, b: Path) -> None:
 
 
 def after_step(monkeypatch, n, action):
-    """Make the optimizer call ``action(optimizer)`` after its ``n``-th step; returns the real step."""
-    step, calls = Optimizer.step, [0]
+    """Make the optimizer call ``action(optimizer)`` after its ``n``-th update (``apply``, the half of a step
+    that train_step runs after ``begin_step``); returns the real ``apply``."""
+    apply, calls = Optimizer.apply, [0]
 
-    def step_then_act(self):
-        step(self)
+    def apply_then_act(self):
+        apply(self)
         calls[0] += 1
         if calls[0] == n:
             action(self)
 
-    monkeypatch.setattr(Optimizer, "step", step_then_act)
-    return step
+    monkeypatch.setattr(Optimizer, "apply", apply_then_act)
+    return apply
 
 
 def test_train_smoke(tmp_path, capsys):
@@ -100,7 +101,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert "stopped in epoch 2 after batch 2/6" in out and "--resume cut" in out
     assert load_arrays(tmp_path / "cut" / "checkpoint.npz")[1]["progress"]["batch"] == 2
-    monkeypatch.setattr(Optimizer, "step", step)
+    monkeypatch.setattr(Optimizer, "apply", step)
     assert main(["train", "--resume", "cut", "--no-progress"]) == 0
     assert "resuming at epoch 2, batch 3 of 6" in capsys.readouterr().out
     assert_same_state(tmp_path / "straight", tmp_path / "cut")
@@ -365,7 +366,7 @@ def test_divergence_never_overwrites_a_good_checkpoint(tmp_path, monkeypatch, ca
     assert meta["progress"]["epoch"] == 1 and len(meta["history"]) == 1
     assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
     assert all(np.isfinite(a).all() for a in load_arrays(tmp_path / "run" / "model.npz")[0].values())
-    monkeypatch.setattr(Optimizer, "step", step)
+    monkeypatch.setattr(Optimizer, "apply", step)
     assert main(["train", "--resume", "run", "--no-progress"]) == 0
     assert load_arrays(tmp_path / "run" / "checkpoint.npz")[1]["progress"]["epoch"] == 3
 

@@ -93,6 +93,14 @@ class FakeOutOfMemoryError(MemoryError):
         self._size = size
 
 
+class FakeCUBLASError(RuntimeError):
+    """Stands in for cupy_backends.cuda.libs.cublas.CUBLASError (the status in ``status``)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"CUBLAS status {status}")
+        self.status = status
+
+
 def fake_cupy(free=1_000, total=80_000, mem_info_error=None):
     def mem_get_info():
         if mem_info_error:
@@ -102,6 +110,7 @@ def fake_cupy(free=1_000, total=80_000, mem_info_error=None):
     pool = SimpleNamespace(total_bytes=lambda: 5_000, free_bytes=lambda: 3_000)
     return SimpleNamespace(
         cuda=SimpleNamespace(memory=SimpleNamespace(OutOfMemoryError=FakeOutOfMemoryError),
+                             cublas=SimpleNamespace(CUBLASError=FakeCUBLASError),
                              runtime=SimpleNamespace(memGetInfo=mem_get_info, getDevice=lambda: 1)),
         get_default_memory_pool=lambda: pool)
 
@@ -116,6 +125,15 @@ def test_out_of_memory_names_the_operation_the_request_and_the_free_memory():
     assert "7,077,888 bytes" in message and "1,000 of 80,000 bytes were free on GPU 1" in message
     assert "3,000 of them cached" in message
     assert info.value.__cause__ is None and info.value.__suppress_context__  # no CuPy trace attached
+
+
+def test_cublas_failing_to_allocate_its_workspace_is_out_of_memory_too():
+    with pytest.raises(GPUOutOfMemoryError, match=r"in matmul on float32 \(2, 2\): cuBLAS could not allocate its "
+                                                  r"workspace; 1,000 of 80,000 bytes were free"), \
+            oom_guard(fake_cupy(), "matmul", np.zeros((2, 2), np.float32)):
+        raise FakeCUBLASError(3)  # CUBLAS_STATUS_ALLOC_FAILED
+    with pytest.raises(FakeCUBLASError), oom_guard(fake_cupy(), "matmul"):
+        raise FakeCUBLASError(7)  # another cuBLAS failure is not about memory
 
 
 def test_out_of_memory_report_survives_a_failing_device_query():

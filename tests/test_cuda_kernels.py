@@ -238,9 +238,10 @@ OPTIMIZERS = {
 
 
 def adam_steps(step):
+    lr_t, eps_t = ref.adam_scalars(1e-3, 0.9, 0.999, 1e-8, step)
     return ((lambda shape: ["m", "v"],
-             lambda xp, p, g, s: ref.adam_update(xp, p, g, *s, 1e-3, 0.9, 0.999, 1e-8, step),
-             lambda p, g, s, run: cuda.adam_update(p, g, *s, 1e-3, 0.9, 0.999, 1e-8, step, runner=run)))
+             lambda xp, p, g, s: ref.adam_update(xp, p, g, *s, lr_t, 0.9, 0.999, eps_t),
+             lambda p, g, s, run: cuda.adam_update(p, g, *s, lr_t, 0.9, 0.999, eps_t, runner=run)))
 
 
 OPTIMIZERS.update({f"adam-step-{i}": adam_steps(i) for i in (1, 2, 3)})
@@ -547,7 +548,8 @@ def test_sizes_larger_than_one_grid(rng, dtype):
     np.testing.assert_allclose(host(cuda.relu(dev(run, p), runner=run)), ref.relu(np, p))
     m, v = np.zeros_like(p), np.zeros_like(p)
     p_dev, m_dev, v_dev = dev(run, p), dev(run, m), dev(run, v)
-    cuda.adam_update(p_dev, dev(run, g), m_dev, v_dev, 1e-3, 0.9, 0.999, 1e-8, 1, runner=run)
-    ref.adam_update(np, p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 1)
+    lr_t, eps_t = ref.adam_scalars(1e-3, 0.9, 0.999, 1e-8, 1)
+    cuda.adam_update(p_dev, dev(run, g), m_dev, v_dev, lr_t, 0.9, 0.999, eps_t, runner=run)
+    ref.adam_update(np, p, g, m, v, lr_t, 0.9, 0.999, eps_t)
     np.testing.assert_allclose(host(p_dev), p, **tolerance(dtype))
     np.testing.assert_allclose(host(v_dev), v, **tolerance(dtype))

@@ -85,3 +85,25 @@ def test_one_cli_epoch_on_the_emulated_device(emulated_cupy, tmp_path, monkeypat
     assert "epoch 1" in capsys.readouterr().out.lower()
     assert emulated_cupy.runner.launches > before  # the CUDA kernels ran, not the reference
     assert (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_running_out_of_memory_anywhere_in_a_step_names_the_step(emulated_cupy, monkeypatch):
+    """Kernels name themselves; any other allocation of a step (a layer's array arithmetic, cuBLAS's
+    workspace) is caught around the whole step, with the bytes asked and the memory free."""
+    from backprop import zoo
+    from backprop.backends.cupy_backend import GPUOutOfMemoryError
+    from backprop.losses import SoftmaxCrossEntropy
+    from backprop.optim import Adam
+    from backprop.training import train_step
+
+    model = zoo.mlp(backend=emulated_cupy)
+    x = emulated_cupy.asarray(np.zeros((4, 784), np.float32))
+    y = emulated_cupy.asarray(np.arange(4))
+
+    def exhausted(dout):
+        raise emulated.OutOfMemoryError(123_456_789)
+
+    monkeypatch.setattr(model.layers[-1], "backward", exhausted)
+    with pytest.raises(GPUOutOfMemoryError, match=r"in a training step on a batch of \(4, 784\): CuPy could not "
+                                                  r"allocate 123,456,789 bytes; .* bytes were free on GPU 0"):
+        train_step(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x, y)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backprop.backends import get_backend
-from backprop.kernels.reference import conv_output_size
+from backprop.kernels.reference import adam_scalars, conv_output_size
 from conftest import overrides, overriding
 
 # (N, C, H, W), kernel, stride, pad
@@ -62,6 +62,12 @@ def maxpool_oracle(x, dout, kernel, stride, pad):
         out[i, ch, oy, ox] = win.flat[k]
         dx[i, ch, y0 + k // kernel[1], x0 + k % kernel[1]] += dout[i, ch, oy, ox]
     return out, dx[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
+
+
+def adam_args(lr, beta1, beta2, eps, step):
+    """adam_update's step arguments (lr_t, beta1, beta2, eps_t) for Adam's usual ones at ``step``."""
+    lr_t, eps_t = adam_scalars(lr, beta1, beta2, eps, step)
+    return lr_t, beta1, beta2, eps_t
 
 
 def host(backend, a):
@@ -446,7 +452,7 @@ def test_optimizer_update_kernels_parity_hypothesis(accel_backend, size, dtype, 
     g = rng.standard_normal(size).astype(dtype)
     updates = [("sgd_update", 2, (0.1, 0.0, False)), ("sgd_update", 3, (0.1, 0.9, True)),
                ("adagrad_update", 3, (0.1, 1e-10)), ("rmsprop_update", 3, (0.01, 0.9, 1e-8)),
-               ("adam_update", 4, (1e-3, 0.9, 0.999, 1e-8, 3))]
+               ("adam_update", 4, adam_args(1e-3, 0.9, 0.999, 1e-8, 3))]
     tol = 1e-5 if dtype == np.float32 else 1e-12
     for name, count, args in updates:
         mine = [b.asarray(a.copy()) for a in start[:count]]
@@ -466,7 +472,7 @@ def test_optimizer_update_kernels_parity_hypothesis(accel_backend, size, dtype, 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name,decays,args", [
     ("sgd_update", [0.9], (0.1, 0.9, False)), ("sgd_update", [0.9], (0.1, 0.9, True)),
-    ("rmsprop_update", [0.9], (0.01, 0.9, 1e-8)), ("adam_update", [0.9, 0.999], (1e-3, 0.9, 0.999, 1e-8, 3))])
+    ("rmsprop_update", [0.9], (0.01, 0.9, 1e-8)), ("adam_update", [0.9, 0.999], adam_args(1e-3, 0.9, 0.999, 1e-8, 3))])
 def test_decaying_optimizer_state_never_turns_subnormal(backend, dtype, name, decays, args):
     """With a zero gradient the state only decays; a value that would fall below the dtype's smallest
     normal number is stored as zero instead (subnormals run 10-100x slower on x86), every other value
@@ -539,6 +545,27 @@ def test_kernels_take_an_empty_batch(backend):
     assert backend.maxpool2d(y, (2, 2), (2, 2), (0, 0))[0].shape == (0, 3, 2, 2)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_scalars_on_the_device_give_the_bits_of_numbers(backend, dtype, rng):
+    """Optimizers pass the learning rate (and Adam's lr_t, eps_t) as 0-d arrays of the parameter's dtype
+    on its backend, so that a CUDA graph reads the current ones; the result is that of passing numbers."""
+    b = get_backend(backend, dtype)
+    lr_t, beta1, beta2, eps_t = adam_args(1e-3, 0.9, 0.999, 1e-8, 3)
+    calls = [("sgd_update", 0, lambda s: (None, s(0.1), 0.0, False)), ("sgd_update", 1, lambda s: (s(0.1), 0.9, True)),
+             ("adagrad_update", 1, lambda s: (s(0.1), 1e-10)), ("rmsprop_update", 1, lambda s: (s(0.01), 0.9, 1e-8)),
+             ("adam_update", 2, lambda s: (s(lr_t), beta1, beta2, s(eps_t)))]
+    start = [rng.standard_normal(37).astype(dtype) for _ in range(4)]
+    start[2:] = [np.abs(a) + dtype(0.1) for a in start[2:]]
+    for name, states, args in calls:
+        results = []
+        for scalar in (float, lambda v: b.asarray(np.array(v, dtype))):
+            arrays = [b.asarray(a.copy()) for a in start[:2 + states]]
+            getattr(b, name)(*arrays, *args(scalar))
+            results.append([host(b, a) for a in arrays])
+        for by_number, by_array in zip(*results, strict=True):
+            np.testing.assert_array_equal(by_array, by_number, err_msg=name)
+
+
 @pytest.mark.parametrize("accel_backend", overriding("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"),
                          indirect=True)
 def test_optimizer_updates_broadcast_a_gradient_like_the_reference(accel_backend):
@@ -546,7 +573,7 @@ def test_optimizer_updates_broadcast_a_gradient_like_the_reference(accel_backend
     ref = get_backend("numpy")
     p0, g = np.linspace(-1, 1, 5, dtype=np.float32), np.array([0.5], np.float32)
     updates = [("sgd_update", 1, (0.1, 0.9, False)), ("adagrad_update", 1, (0.1, 1e-8)),
-               ("rmsprop_update", 1, (0.01, 0.9, 1e-8)), ("adam_update", 2, (1e-3, 0.9, 0.999, 1e-8, 2))]
+               ("rmsprop_update", 1, (0.01, 0.9, 1e-8)), ("adam_update", 2, adam_args(1e-3, 0.9, 0.999, 1e-8, 2))]
     for name, count, args in updates:
         mine = [accel_backend.asarray(p0.copy()), accel_backend.asarray(g),
                 *(accel_backend.asarray(np.ones(5, np.float32)) for _ in range(count))]
@@ -565,8 +592,8 @@ def test_numba_elementwise_gradients_and_adam_are_bit_exact_in_float32(accel_bac
         np.testing.assert_array_equal(getattr(accel_backend, name)(d, y), getattr(ref, name)(d, y), err_msg=name)
     mine = [a.copy() for a in (d, y, y, y)]
     theirs = [a.copy() for a in (d, y, y, y)]
-    accel_backend.adam_update(*mine, 1e-3, 0.9, 0.999, 1e-8, 3)
-    ref.adam_update(*theirs, 1e-3, 0.9, 0.999, 1e-8, 3)
+    accel_backend.adam_update(*mine, *adam_args(1e-3, 0.9, 0.999, 1e-8, 3))
+    ref.adam_update(*theirs, *adam_args(1e-3, 0.9, 0.999, 1e-8, 3))
     for a, b in zip(mine, theirs, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -643,8 +670,10 @@ def _bad_kernel_calls(b):
         ("sgd_update", (p, b.asarray(np.ones(3, f)), None, 0.1, 0.0, False), ValueError, r"does not broadcast"),
         ("adagrad_update", (p, g, b.asarray(np.ones(4, f)), 0.1, 1e-8), ValueError, r"sum_sq must have shape \(5,\)"),
         ("rmsprop_update", (p, g, b.zeros((5,), dtype=np.float64), 0.1, 0.9, 1e-8), TypeError, r"mean_sq has dtype"),
-        ("adam_update", (p, g, b.zeros((5,)), b.zeros((5,)), 1e-3, 0.9, 0.999, 1e-8, 0), ValueError,
-         r"step counts from 1"),
+        ("adam_update", (p, g, b.zeros((5,)), b.zeros((5,)), b.zeros((), dtype=np.float64), 0.9, 0.999, 1e-8),
+         ValueError, r"adam_update: lr_t must be a number or a 0-d float32 array, got float64 \(\)"),
+        ("sgd_update", (p, g, None, b.zeros((1,)), 0.0, False), ValueError, r"lr must be a number or a 0-d"),
+        ("adagrad_update", (p, g, b.zeros((5,)), "0.1", 1e-8), TypeError, r"lr must be a number or a 0-d float32"),
     ]
 
 

@@ -8,6 +8,8 @@ from backprop.layers.base import Layer
 
 
 class Dropout(Layer):
+    random_in_training = True  # a new mask every step: no CUDA graph can replay it (backprop.graphs)
+
     def __init__(self, p: float = 0.5, *, backend: str | Backend | None = None) -> None:
         super().__init__(backend)
         if not 0.0 <= p < 1.0:

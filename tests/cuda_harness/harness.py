@@ -151,7 +151,7 @@ class HarnessRunner:
 def lazy_array_module() -> Any:
     """An ``xp`` whose ``empty`` maps zero pages lazily, so arrays of many GiB cost memory only where
     they are touched."""
-    return SimpleNamespace(empty=lazy_zeros, asarray=np.asarray, ascontiguousarray=np.ascontiguousarray)
+    return SimpleNamespace(empty=lazy_zeros, asarray=np.asarray, ascontiguousarray=np.ascontiguousarray, full=np.full)
 
 
 def map_noreserve() -> int | None:
