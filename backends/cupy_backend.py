@@ -178,6 +178,19 @@ class CupyBackend(Backend):
         with self.guard("maxpool2d_backward", dout):
             return cuda.maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad, runner=self.runner)
 
+    def _maxpool2d_relu(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> tuple[Any, Any]:
+        if not self._native(x):
+            return super()._maxpool2d_relu(x, kernel, stride, pad)
+        with self.guard("maxpool2d_relu", x):
+            return cuda.maxpool2d(x, kernel, stride, pad, relu=True, runner=self.runner)
+
+    def _maxpool2d_relu_backward(self, dout: Any, y: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair,
+                                 stride: Pair, pad: Pair) -> Any:
+        if not self._native(dout, y):
+            return super()._maxpool2d_relu_backward(dout, y, argmax, x_shape, kernel, stride, pad)
+        with self.guard("maxpool2d_relu_backward", dout):
+            return cuda.maxpool2d_backward(dout, argmax, x_shape, kernel, stride, pad, y=y, runner=self.runner)
+
     # -- activations ---------------------------------------------------------------------------------
     def _activation(self, name: str, *arrays: Any) -> Any:
         if not self._native(*arrays):

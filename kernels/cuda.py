@@ -252,21 +252,25 @@ def col2im(col: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: 
 
 # -- pooling ------------------------------------------------------------------------------------
 
-def maxpool2d(x: Any, kernel: Pair, stride: Pair, pad: Pair, runner: Runner | None = None) -> tuple[Any, Any]:
-    """(out, argmax): the max of each window (padding is -inf) and its offset ky*KW+kx, as int32."""
+def maxpool2d(x: Any, kernel: Pair, stride: Pair, pad: Pair, relu: bool = False,
+              runner: Runner | None = None) -> tuple[Any, Any]:
+    """(out, argmax): the max of each window (padding is -inf) and its offset ky*KW+kx, as int32; with
+    ``relu``, out is the ReLU of the max (``maxpool2d_relu``)."""
     r = runner or default_runner()
     x = r.xp.ascontiguousarray(x)
     geometry = _window(x.shape, kernel, stride, pad)
     n, c, oh, ow = geometry[0], geometry[1], geometry[10], geometry[11]
     out = r.xp.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = r.xp.empty((n, c, oh, ow), dtype=np.int32)
-    r.launch("maxpool2d", x.dtype, out.size, (x, out, argmax, *_i64(*geometry)))
+    r.launch("maxpool2d", x.dtype, out.size, (x, out, argmax, *_i64(*geometry), np.int32(relu)))
     return out, argmax
 
 
 def maxpool2d_backward(dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair,
-                       runner: Runner | None = None) -> Any:
-    """The input gradient: each output's gradient goes to the input its argmax names."""
+                       y: Any | None = None, runner: Runner | None = None) -> Any:
+    """The input gradient: each output's gradient goes to the input its argmax names. With ``y`` (the
+    output of ``maxpool2d(..., relu=True)``) the gradient is masked by ``y > 0`` on the way
+    (``maxpool2d_relu_backward``)."""
     r = runner or default_runner()
     geometry = _window(tuple(x_shape), kernel, stride, pad)
     n, c, h, w, oh, ow = *geometry[:4], geometry[10], geometry[11]
@@ -274,8 +278,12 @@ def maxpool2d_backward(dout: Any, argmax: Any, x_shape: tuple[int, ...], kernel:
     argmax = r.xp.ascontiguousarray(argmax, dtype=np.int32)
     _same("maxpool2d_backward's dout", dout, (n, c, oh, ow), dout.dtype)
     _same("maxpool2d_backward's argmax", argmax, (n, c, oh, ow), np.int32)
+    if y is not None:
+        y = r.xp.ascontiguousarray(y)
+        _same("maxpool2d_backward's y", y, (n, c, oh, ow), dout.dtype)
     dx = r.xp.empty((n, c, h, w), dtype=dout.dtype)
-    r.launch("maxpool2d_backward", dout.dtype, dx.size, (dout, argmax, dx, *_i64(*geometry)))
+    r.launch("maxpool2d_backward", dout.dtype, dx.size,
+             (dout, dout if y is None else y, argmax, dx, *_i64(*geometry), np.int32(y is not None)))
     return dx
 
 
@@ -369,7 +377,7 @@ def softmax_cross_entropy(logits: Any, target: Any, runner: Runner | None = None
         target = r.xp.ascontiguousarray(target)
         _same("probability targets", target, (n, k), logits.dtype)
     r.launch(kernel, logits.dtype, n, (logits, target, grad, row_loss, *_i64(n, k), t(n)))
-    return r.xp.asarray(row_loss.sum() / t(n)), grad
+    return r.xp.asarray(row_loss.mean()), grad  # one reduction launch: CuPy divides by n in its post-map
 
 
 # -- optimizer updates (in place) ------------------------------------------------------------------

@@ -332,6 +332,27 @@ def test_pool_2x2_parity_hypothesis(accel_backend, case):
                                   through_relu)
 
 
+@pytest.mark.parametrize("accel_backend", overriding("maxpool2d_relu", "maxpool2d_relu_backward"), indirect=True)
+@pytest.mark.parametrize("window", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((2, 3), (1, 2), (0, 1))])
+def test_relu_pooling_parity_with_special_values(accel_backend, window, rng):
+    """ReLU then max-pooling in one pass (and its gradient) gives the reference's values and argmax,
+    with NaN and infinities in the input and infinite gradients, which reach a winner whose output is 0
+    as NaN, as the reference's multiplied mask does."""
+    ref = get_backend("numpy")
+    x = rng.integers(-3, 4, (2, 3, 7, 6)).astype(np.float32)
+    x.flat[[0, 17, 40, 100]] = [np.nan, np.inf, -np.inf, -np.inf]
+    with np.errstate(invalid="ignore"):
+        out_ref, arg_ref = ref.maxpool2d_relu(x, *window)
+        out, arg = accel_backend.maxpool2d_relu(accel_backend.asarray(x), *window)
+        np.testing.assert_array_equal(host(accel_backend, out), out_ref)
+        np.testing.assert_array_equal(host(accel_backend, arg), arg_ref)
+        d = rng.standard_normal(out_ref.shape).astype(np.float32)
+        d.flat[[1, 5, 9]] = [np.inf, -np.inf, np.nan]
+        want = ref.maxpool2d_relu_backward(d, out_ref, arg_ref, x.shape, *window)
+        got = accel_backend.maxpool2d_relu_backward(accel_backend.asarray(d), out, arg, x.shape, *window)
+    np.testing.assert_array_equal(host(accel_backend, got), want)
+
+
 @pytest.mark.parametrize("accel_backend", overriding("add_bias", "bias_grad"), indirect=True)
 @PARITY
 @given(shape=st.sampled_from([(1, 1), (7, 3), (1, 5, 1, 1), (3, 4, 5, 2), (2, 30, 24, 24)]),
