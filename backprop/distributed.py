@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -34,6 +35,9 @@ from backprop.parameter import Parameter
 LAUNCH_VARIABLES = (("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"), ("PMI_SIZE", "PMI_RANK"),
                     ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"))
 INSTALL_HINT = "pip install 'backprop[mpi]'"
+# MPI_Abort tears the job down at once, and output a rank printed just before may not have been passed on by
+# the launcher yet (lost, under load): a rank that aborts waits this long first.
+FORWARD_WAIT = 0.5
 
 
 def launch() -> tuple[int, int]:
@@ -133,6 +137,7 @@ class MPICommunicator(Communicator):
     def abort(self, status: int = 1) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(FORWARD_WAIT)
         self.comm.Abort(status)
 
 

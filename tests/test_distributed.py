@@ -46,16 +46,17 @@ def _env() -> dict[str, str]:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "NUMBA_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
                                                                       os.environ.get("PYTHONPATH", "")])}
-    for name in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"):
-        env.pop(name, None)  # the tests' own process may itself run under a launcher
+    for name in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "BACKPROP_DATA"):
+        env.pop(name, None)  # the tests' own process may itself run under a launcher; runs use the embedded subset
     return env
 
 
 def run(ranks: int, *args: str, cwd: Path | None = None, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """``python tests/mpi_program.py ARGS`` as ``ranks`` processes (1: no mpiexec)."""
     launcher = [MPIEXEC, "-n", str(ranks)] if ranks > 1 else []
+    env = _env() if cwd is None else {**_env(), "XDG_CACHE_HOME": str(cwd / "cache")}  # no dataset cached
     return subprocess.run([*launcher, sys.executable, PROGRAM, *args], capture_output=True, text=True, cwd=cwd,
-                          env=_env(), timeout=timeout)  # type: ignore[list-item]
+                          env=env, timeout=timeout)  # type: ignore[list-item]
 
 
 def _skip_unavailable(name: str) -> None:
