@@ -181,17 +181,20 @@ def _check_optimizer(model: Layer, optimizer: Optimizer) -> None:
                          "nothing: build it with model.parameters()")
 
 
-def _check_last_batch(model: Layer, loader: DataLoader) -> None:
+def _check_last_batch(model: Layer, loader: DataLoader, ranks: int = 1) -> None:
     """A BatchNorm cannot normalize a last batch of one sample (its variance is undefined) unless it
-    also averages over pixels (BatchNorm2D on maps larger than 1x1)."""
+    also averages over pixels (BatchNorm2D on maps larger than 1x1); over several ``ranks``, nor a
+    rank's part of one sample of any batch."""
     n, b = len(loader.x), loader.batch_size
-    if 1 < b < n and n % b == 1 and not loader.drop_last:
+    last = n % b if b < n and not loader.drop_last else 0
+    if b > 1 and (last or b) // ranks == 1:
         # (_check_dataset's probe forward left each BatchNorm's input shape)
         lonely = [type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm)
                   and math.prod(getattr(m, "input_shape", (1, 1))[2:]) < 2]
         if lonely:
-            raise ValueError(f"{n} samples in batches of {b} leave a last batch of one sample, "
-                             f"which {lonely[0]} cannot normalize: choose another batch_size")
+            over, what = (f" over {ranks} ranks", "a part") if ranks > 1 else ("", "a last batch")
+            raise ValueError(f"{n} samples in batches of {b}{over} leave {what} of one sample, which {lonely[0]} "
+                             "cannot normalize: choose another batch_size")
 
 
 def as_loader(model: Layer, x: Array, y: Array = None, *, batch_size: int | None, shuffle: bool = False,
@@ -392,7 +395,7 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
         val_loader = as_loader(model, *((validation_data,) if isinstance(validation_data, DataLoader)
                                         else validation_data), batch_size=EVAL_BATCH, resident=resident)
         _check_dataset(model, loss, val_loader, "validation data")
-    _check_last_batch(model, loader)
+    _check_last_batch(model, loader, comm.size)
     if comm.size > 1:
         check_shares(comm.size, len(loader.x), loader.batch_size)
         loader.load_state_dict(comm.broadcast_json(loader.state_dict()))  # one global order for every rank

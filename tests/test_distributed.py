@@ -105,6 +105,27 @@ def test_batches_the_ranks_cannot_share_are_refused(n, batch, size, message):
         distributed.check_shares(size, n, batch)
 
 
+class TwoRanks(distributed.Communicator):
+    """Rank 0 of a world of two whose collectives must not be reached: the checks before them refuse."""
+
+    size = 2
+
+    def broadcast_json(self, value):
+        raise AssertionError("reached a collective")
+
+
+@pytest.mark.parametrize("batch, message", [(3, "the global batch size 3 does not divide over 2 ranks"),
+                                            (2, "100 samples in batches of 2 over 2 ranks leave a part of one "
+                                                "sample, which BatchNorm1D cannot normalize")])
+def test_fit_refuses_batches_the_ranks_cannot_share_before_any_collective(backend, batch, message):
+    model = bp.Sequential(bp.Linear(4, 8, backend=backend), bp.BatchNorm1D(8, backend=backend),
+                          bp.Linear(8, 2, backend=backend))
+    x, y = np.random.default_rng(0).random((100, 4)), np.arange(100) % 2
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, loss=bp.SoftmaxCrossEntropy(), optimizer=bp.SGD(model.parameters()), batch_size=batch,
+                  progress=False, comm=TwoRanks())
+
+
 def test_gradients_live_in_one_buffer_and_are_weighted(backend, rng):
     model = bp.zoo.mlp(backend=backend)
     params = model.parameters()
@@ -207,6 +228,9 @@ def test_a_cli_error_on_one_rank_or_on_all_is_said_once(tmp_path):
     assert diverged.returncode == 1
     assert (diverged.stdout + diverged.stderr).count("training stopped") == 1, diverged.stderr
     assert "[rank" not in diverged.stderr
+    odd = _cli(2, tmp_path, "train", "--epochs", "1", "--run-dir", "o", *SMALL, "--batch-size", "75")
+    assert odd.returncode == 1
+    assert odd.stderr.count("the global batch size 75 does not divide over 2 ranks") == 1, odd.stderr
 
 
 # -- NCCL --------------------------------------------------------------------------------------------
