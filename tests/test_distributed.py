@@ -74,6 +74,10 @@ def test_a_plain_run_is_one_rank_without_mpi(monkeypatch):
     assert distributed.launch() == (3, 4)
     comm = distributed.Communicator()
     assert (comm.rank, comm.size) == (0, 1) and comm.any(True, False) == (True, False)
+    plain = subprocess.run([sys.executable, "-c", "import sys, backprop; comm = backprop.distributed.init(); "
+                            "print(comm.size, 'mpi4py' in sys.modules)"], capture_output=True, text=True,
+                           env=_env(), timeout=60)
+    assert plain.stdout.split() == ["1", "False"], plain.stderr
     np.testing.assert_array_equal(comm.sum(np.array([1.5, 2.0])), [1.5, 2.0])
 
 
