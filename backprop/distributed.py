@@ -16,6 +16,7 @@ GPU backend (no copy to the host), its unique id sent over MPI.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -30,10 +31,10 @@ import numpy as np
 from backprop.backends import Array, Backend
 from backprop.parameter import Parameter
 
-# Variables an MPI launcher sets in every process it starts: (size, rank). MPICH/Hydra, Intel MPI and
-# Slurm's PMI set PMI_*; Open MPI its own; PMIx launchers PMIX_RANK with the size in PMI_SIZE or not at all.
+# Variables an MPI launcher sets in every process it starts: (size, rank). Open MPI its own; MPICH's Hydra,
+# Intel MPI and Slurm's PMI-2 PMI_*; MVAPICH its own; Slurm's srun --mpi=pmix PMIX_RANK beside its task count.
 LAUNCH_VARIABLES = (("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"), ("PMI_SIZE", "PMI_RANK"),
-                    ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"))
+                    ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"), ("SLURM_NTASKS", "PMIX_RANK"))
 INSTALL_HINT = "pip install 'backprop[mpi]'"
 # MPI_Abort tears the job down at once, and output a rank printed just before may not have been passed on by
 # the launcher yet (lost, under load): a rank that aborts waits this long first.
@@ -83,9 +84,13 @@ class Communicator:
         """Overwrite the contiguous array ``a`` with rank 0's, in place."""
 
     def abort(self, status: int = 1) -> None:
-        """End every rank of the job now, with ``status`` (after a failure on this rank only)."""
+        """End every rank of the job now, with ``status`` (after a failure on this rank only), once what
+        this rank printed is flushed."""
         sys.stdout.flush()
         sys.stderr.flush()
+        self._end(status)
+
+    def _end(self, status: int) -> None:
         os._exit(status)
 
     def __repr__(self) -> str:
@@ -134,9 +139,7 @@ class MPICommunicator(Communicator):
     def broadcast_(self, a: Array) -> None:
         self.comm.Bcast(a, root=0)
 
-    def abort(self, status: int = 1) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+    def _end(self, status: int) -> None:
         time.sleep(FORWARD_WAIT)
         self.comm.Abort(status)
 
@@ -234,6 +237,9 @@ def init() -> Communicator:
     except ImportError:
         raise ImportError(f"rank {rank} of {size} processes started by an MPI launcher, but mpi4py is not "
                           f"installed: {INSTALL_HINT}") from None
+    if not MPI.Is_initialized():  # mpi4py was imported by library_version(), which starts no MPI
+        MPI.Init()
+        atexit.register(MPI.Finalize)
     _world = MPICommunicator(MPI.COMM_WORLD)
     _use_local_gpu(MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_rank())
     sys.excepthook = _abort_hook(_world)
