@@ -43,9 +43,9 @@ needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="MPI not installed: pip i
 
 def _env() -> dict[str, str]:
     """One BLAS thread per rank (two ranks share the CI machine's two cores), the tests' helpers importable."""
+    paths = [str(Path(__file__).parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "NUMBA_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
-                                                                      os.environ.get("PYTHONPATH", "")])}
+           "NUMBA_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}  # (no empty entry: the current folder)
     for name in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "BACKPROP_DATA"):
         env.pop(name, None)  # the tests' own process may itself run under a launcher; runs use the embedded subset
     return env
@@ -65,7 +65,7 @@ def _skip_unavailable(name: str) -> None:
 
 
 # -- in one process ---------------------------------------------------------------------------------
-def test_a_plain_run_is_one_rank_without_mpi(monkeypatch):
+def test_a_plain_run_is_one_rank_without_mpi(monkeypatch, tmp_path):
     for name in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     assert distributed.launch() == (0, 1)
@@ -76,7 +76,7 @@ def test_a_plain_run_is_one_rank_without_mpi(monkeypatch):
     assert (comm.rank, comm.size) == (0, 1) and comm.any(True, False) == (True, False)
     plain = subprocess.run([sys.executable, "-c", "import sys, backprop; comm = backprop.distributed.init(); "
                             "print(comm.size, 'mpi4py' in sys.modules)"], capture_output=True, text=True,
-                           env=_env(), timeout=60)
+                           env=_env(), cwd=tmp_path, timeout=60)  # (a neutral folder: the installed backprop)
     assert plain.stdout.split() == ["1", "False"], plain.stderr
     np.testing.assert_array_equal(comm.sum(np.array([1.5, 2.0])), [1.5, 2.0])
 
