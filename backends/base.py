@@ -403,6 +403,32 @@ class Backend:
     def _bias_grad(self, dout: Array, out: Array) -> None:
         ref.bias_grad(self.xp, dout, out)
 
+    def add_bias_relu(self, y: Array, b: Array) -> None:
+        """In place: y = relu(y + b) over the channel axis; a layer with ``activation="relu"`` saves a
+        pass over its output (and, on a GPU, a launch)."""
+        self._operands("add_bias_relu", y=y, b=b)
+        _ndim("add_bias_relu", "y", y, 2, at_least=True)
+        _shape("add_bias_relu", "b", b, y.shape[1:2])
+        self._add_bias_relu(y, b)
+
+    def _add_bias_relu(self, y: Array, b: Array) -> None:
+        self._add_bias(y, b)
+        self.xp.maximum(y, 0, out=y)
+
+    def relu_bias_grad(self, dout: Array, y: Array, out: Array) -> Array:
+        """The gradient through :meth:`add_bias_relu` given its output ``y``: returns dz (dout masked by
+        y > 0) and writes the bias gradient, dz summed per channel, into ``out``."""
+        self._elementwise("relu_bias_grad", dout, y)
+        _ndim("relu_bias_grad", "dout", dout, 2, at_least=True)
+        self._operands("relu_bias_grad", dout=dout, out=out)
+        _shape("relu_bias_grad", "out", out, dout.shape[1:2])
+        return self._relu_bias_grad(dout, y, out)
+
+    def _relu_bias_grad(self, dout: Array, y: Array, out: Array) -> Array:
+        dz = self._relu_backward(dout, y)
+        self._bias_grad(dz, out)
+        return dz
+
     # -- kernels: activations (y = f(x); the gradients take dout and y of one shape) ---------------
     def _elementwise(self, kernel: str, dout: Array, y: Array) -> None:
         self._operands(kernel, dout=dout, y=y)

@@ -201,6 +201,18 @@ class CupyBackend(Backend):
     def _relu(self, x: Any) -> Any:
         return self._activation("relu", x)
 
+    def _add_bias_relu(self, y: Any, b: Any) -> None:
+        if not (self._native(y, b, in_place=(y,))):
+            return super()._add_bias_relu(y, b)
+        with self.guard("add_bias_relu", y):
+            cuda.add_bias_relu(y, b, runner=self.runner)
+
+    def _relu_bias_grad(self, dout: Any, y: Any, out: Any) -> Any:
+        if not self._native(dout, y, out, in_place=(out,)):
+            return super()._relu_bias_grad(dout, y, out)
+        with self.guard("relu_bias_grad", dout):
+            return cuda.relu_bias_grad(dout, y, out, runner=self.runner)
+
     def _relu_backward(self, dout: Any, y: Any) -> Any:
         return self._activation("relu_backward", dout, y)
 

@@ -116,6 +116,19 @@ class NumbaBackend(Backend):
             return super()._bias_grad(dout, out)
         self.k.bias_grad(_channels(np.ascontiguousarray(dout)), out)
 
+    def _add_bias_relu(self, y: Any, b: Any) -> None:
+        if not y.flags.c_contiguous:
+            return super()._add_bias_relu(y, b)
+        self.k.add_bias_relu(_channels(y), np.ascontiguousarray(b))
+
+    def _relu_bias_grad(self, dout: Any, y: Any, out: Any) -> Any:
+        if not out.flags.c_contiguous:
+            return super()._relu_bias_grad(dout, y, out)
+        dz = np.empty(dout.shape, dtype=dout.dtype)
+        self.k.relu_bias_grad(_channels(np.ascontiguousarray(dout)), _channels(np.ascontiguousarray(y)), _channels(dz),
+                              out)
+        return dz
+
     # -- activations ------------------------------------------------------------------------------
     def _map(self, kernel: Callable[..., None], *arrays: Any) -> Any:
         """Run an elementwise kernel over flat contiguous copies (or views) of same-shaped arrays (the

@@ -1,5 +1,6 @@
 """The ``backprop`` command: ``train`` a zoo model on MNIST or Fashion-MNIST, ``eval`` a checkpoint,
-``plot`` a run's curves, and ``info`` about this machine (versions, backends, GPU, BLAS, threads).
+``plot`` a run's curves, ``bench`` the kernels and training against PyTorch, ``profile`` a training
+step, and ``info`` about this machine (versions, backends, GPU, BLAS, threads).
 
 Errors a user can fix (bad arguments, missing files, an unusable backend) end with a one-line message
 and exit status 2 or 1, never a traceback.
@@ -16,7 +17,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +335,91 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+# -- bench and profile -----------------------------------------------------------------------------
+def _names(choices: Collection[str]) -> Any:
+    """A comma-separated list of ``choices``, as an argument type."""
+    def parse(text: str) -> list[str]:
+        names = [n.strip().lower() for n in text.split(",") if n.strip()]
+        wrong = [n for n in names if n not in choices]
+        if wrong or not names:
+            raise argparse.ArgumentTypeError(f"expected names from {', '.join(choices)}, got {text!r}")
+        return names
+    return parse
+
+
+def _add_bench(sub: Any) -> None:
+    from backprop.bench.suite import DEFAULT_OUT, Plan
+
+    full = Plan.full().e2e
+    p = sub.add_parser("bench", help="time every kernel and end-to-end training on every backend, with PyTorch",
+                       description="Kernel micro-benchmarks (every kernel x every available backend, two shapes) "
+                                   "and end-to-end training (the zoo's models x every backend x PyTorch, same "
+                                   "weights and batches), the implementations taking turns over rounds. Writes "
+                                   "JSON, Markdown and (with matplotlib) a PNG into --out.")
+    p.add_argument("--quick", action="store_true", help="under a minute: 2 models, 1 round, short windows")
+    p.add_argument("--out", type=_path, metavar="DIR", default=str(DEFAULT_OUT),
+                   help=f"folder for the results (default ./{DEFAULT_OUT}/)")
+    p.add_argument("--models", type=_names(MODELS), metavar="M,M",
+                   help=f"end-to-end models (default {','.join(full.models)}; --quick: simpleconvnet,mlp)")
+    p.add_argument("--backends", type=_names(known_backends()), metavar="B,B",
+                   help="backprop backends (default: every available one)")
+    p.add_argument("--only", choices=("kernels", "e2e"), help="measure only one of the two")
+    p.add_argument("--no-torch", action="store_true", help="no PyTorch rows")
+    p.add_argument("--rounds", type=_positive_int, help=f"end-to-end rounds (default {full.rounds}; --quick: 1)")
+    p.add_argument("--windows", type=_positive_int, help=f"timed windows a round (default {full.windows})")
+    p.add_argument("--window-seconds", type=_positive_float, metavar="S",
+                   help=f"length of a timed window (default {full.window_seconds})")
+    p.add_argument("--train-images", type=int_arg(100, "an integer >= 100"), metavar="N",
+                   help=f"images in the accuracy epoch (default {full.train_images:,}; --quick: 1,000)")
+    p.add_argument("--compare", nargs=2, type=_path, metavar=("A.json", "B.json"),
+                   help="measure nothing: print two runs side by side")
+    p.set_defaults(run=_bench, parser=p)
+
+
+def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from backprop.bench import report
+    from backprop.bench.suite import Plan, run_bench
+
+    if args.compare:
+        print(report.compare(*(report.read_result(path) for path in args.compare)))
+        return 0
+    plan = Plan.quick_plan() if args.quick else Plan.full()
+    plan.kernels, plan.e2e_on = args.only != "e2e", args.only != "kernels"
+    for option in ("models", "rounds", "windows", "window_seconds", "train_images"):
+        if getattr(args, option) is not None:
+            setattr(plan.e2e, option, getattr(args, option))
+    _, written = run_bench(plan, Path(args.out), args.backends, torch=not args.no_torch, say=print)
+    print("\n" + "\n".join(f"wrote {w}" if not w.startswith("no ") else w for w in written))
+    return 0
+
+
+def _add_profile(sub: Any) -> None:
+    p = sub.add_parser("profile", help="time of each layer and kernel inside training steps",
+                       description="Forward and backward time of every layer, the loss and the optimizer, and "
+                                   "the own time of every backend kernel, over a few training steps of a zoo "
+                                   "model (the device synchronized after every call), with each one's share.")
+    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="default simpleconvnet")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="default auto")
+    p.add_argument("--steps", type=_positive_int, default=10, help="profiled steps (default 10)")
+    p.add_argument("--batch-size", type=_positive_int, default=100, help="default 100")
+    p.add_argument("--json", type=_path, metavar="FILE", help="also write the profile as JSON to FILE")
+    p.set_defaults(run=_profile, parser=p)
+
+
+def _profile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import json
+
+    from backprop.bench.profile import format_profile, profile_model
+    from backprop.bench.report import write_text
+
+    result = profile_model(args.model, args.backend, args.steps, args.batch_size)
+    print(format_profile(result))
+    if args.json:
+        text = json.dumps(result, indent=1) + "\n"
+        print(f"wrote {write_text(args.json, text)}")
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backprop", description="Deep learning from scratch: train, evaluate "
@@ -342,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_plot(sub)
+    _add_bench(sub)
+    _add_profile(sub)
     info = sub.add_parser("info", help="versions, backends and why each is (un)available, GPU, BLAS, threads")
     info.set_defaults(run=_info, parser=info)
     return parser

@@ -33,12 +33,13 @@ def _build(backend: str | Backend | None, make: Callable[[], list[Layer]]) -> Se
 
 def simple_conv_net(*, in_channels: int = 1, image_size: int = 28, classes: int = 10, channels: int = 30,
                     hidden: int = 100, backend: str | Backend | None = None) -> Sequential:
-    """Conv 30@5x5 - ReLU - MaxPool 2 - Linear (4320 -> 100 on 28x28 input) - ReLU - Linear (100 -> 10)."""
+    """Conv 30@5x5 - ReLU - MaxPool 2 - Linear (4320 -> 100 on 28x28 input) - ReLU - Linear (100 -> 10).
+    Each ReLU is fused into the layer before it (ReLUMaxPool2D, Linear's activation)."""
     _check_size("SimpleConvNet", image_size, 6)
     pooled = (image_size - 4) // 2
     return _build(backend, lambda: [
         Conv2D(in_channels, channels, 5), ReLUMaxPool2D(2), Flatten(),
-        Linear(channels * pooled * pooled, hidden), ReLU(), Linear(hidden, classes)])
+        Linear(channels * pooled * pooled, hidden, activation="relu"), Linear(hidden, classes)])
 
 
 def lenet5(*, in_channels: int = 1, image_size: int = 28, classes: int = 10,
@@ -50,7 +51,7 @@ def lenet5(*, in_channels: int = 1, image_size: int = 28, classes: int = 10,
     return _build(backend, lambda: [
         Conv2D(in_channels, 6, 5, pad=2), ReLUMaxPool2D(2),
         Conv2D(6, 16, 5), ReLUMaxPool2D(2), Flatten(),
-        Linear(16 * size * size, 120), ReLU(), Linear(120, 84), ReLU(), Linear(84, classes)])
+        Linear(16 * size * size, 120, activation="relu"), Linear(120, 84, activation="relu"), Linear(84, classes)])
 
 
 def mlp(*, in_channels: int = 1, image_size: int = 28, classes: int = 10, hidden: Sequence[int] = (100, 100),
@@ -60,7 +61,7 @@ def mlp(*, in_channels: int = 1, image_size: int = 28, classes: int = 10, hidden
         layers: list[Layer] = [Flatten()]
         width = in_channels * image_size * image_size
         for h in hidden:
-            layers += [Linear(width, h), ReLU()] + ([Dropout(dropout)] if dropout else [])
+            layers += [Linear(width, h, activation="relu")] + ([Dropout(dropout)] if dropout else [])
             width = h
         return [*layers, Linear(width, classes)]
     return _build(backend, make)
@@ -79,7 +80,7 @@ def deep_conv_net(*, in_channels: int = 1, image_size: int = 28, classes: int = 
         Conv2D(in_channels, 16, 3, pad=1), ReLU(), Conv2D(16, 16, 3, pad=1), ReLUMaxPool2D(2),
         Conv2D(16, 32, 3, pad=1), ReLU(), Conv2D(32, 32, 3, pad=2), ReLUMaxPool2D(2),
         Conv2D(32, 64, 3, pad=1), ReLU(), Conv2D(64, 64, 3, pad=1), ReLUMaxPool2D(2), Flatten(),
-        Linear(64 * size * size, 50), ReLU(), Dropout(dropout), Linear(50, classes), Dropout(dropout)])
+        Linear(64 * size * size, 50, activation="relu"), Dropout(dropout), Linear(50, classes), Dropout(dropout)])
 
 
 MODELS: dict[str, Callable[..., Sequential]] = {

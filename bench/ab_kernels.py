@@ -31,6 +31,8 @@ import numpy as np
 
 from backprop import Backend, SoftmaxCrossEntropy, get_backend, zoo
 from backprop.backends.numba_backend import NumbaBackend
+from backprop.bench.report import quartiles
+from backprop.bench.stats import spread
 from backprop.checks import int_arg
 from backprop.losses import targets_checked
 from backprop.optim import Adam
@@ -89,8 +91,7 @@ def interleave(variants: dict[str, Backend], model_name: str, steps: int, rounds
 
 def ratio_summary(ratios: list[float]) -> str:
     """median (quartiles) of per-round ratios."""
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-    return f"{statistics.median(ratios):.3f} ({q[0]:.3f}-{q[2]:.3f})"
+    return quartiles(spread(ratios), ".3f")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     get_backend("numba")  # says what to install when Numba is missing
     with tempfile.TemporaryDirectory() as folder:
         base = load_module(source, Path(folder), "numba_cpu_base")
+        missing = sorted(name for name in vars(get_backend("numba").k) if not name.startswith("_")
+                         and not hasattr(base, name))
+        if missing:
+            sys.exit(f"{KERNELS} at {args.base!r} lacks {', '.join(missing)}, which this tree's backend calls: "
+                     "compare against a revision with the same kernels")
         variants = {"working tree": NumbaBackend(np.float32, seed=0), args.base: NumbaBackend(np.float32, seed=0,
                                                                                              kernels=base)}
         rates = interleave(variants, args.model, args.steps, args.rounds)

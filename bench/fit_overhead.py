@@ -10,13 +10,14 @@ machine's drift hits both alike; each round's ratio is fit's images/s over the b
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
 import numpy as np
 
 import backprop as bp
+from backprop.bench.report import quartiles
+from backprop.bench.stats import spread
 from backprop.checks import int_arg
 from backprop.losses import targets_checked
 from backprop.training import train_step
@@ -69,15 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int_arg(100, "an integer >= 100"), default=6000, help="per epoch (default 6000)")
     p.add_argument("--rounds", type=int_arg(1, "a positive integer"), default=15, help="default 15")
     args = p.parse_args(argv)
-    print(f"MLP 784-100-100-10, batch 100, Adam, float32, {args.images} images an epoch, {args.rounds} rounds\n")
-    print("| backend | fit images/s | bare loop images/s | fit / bare per round: median (quartiles) |")
+    print(f"MLP 784-100-100-10, batch 100, Adam, float32, {args.images} images an epoch, {args.rounds} rounds; "
+          "median (quartiles) over rounds\n")
+    print("| backend | fit images/s | bare loop images/s | fit / bare per round |")
     print("|---|---:|---:|---:|")
     for name in args.backends.split(","):
         fits, bares = rates(name.strip(), args.images, args.rounds)
         ratios = [f / b for f, b in zip(fits, bares, strict=True)]
-        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-        print(f"| {name} | {statistics.median(fits):,.0f} | {statistics.median(bares):,.0f} | "
-              f"{statistics.median(ratios):.3f} ({q[0]:.3f}-{q[2]:.3f}) |")
+        print(f"| {name} | {quartiles(spread(fits))} | {quartiles(spread(bares))} | "
+              f"{quartiles(spread(ratios), '.3f')} |")
     return 0
 
 

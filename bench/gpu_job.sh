@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU job in one call of the device tool: install, record the device, run the full test suite
-# (GPU tests included), then the kernel micro-benchmarks and the end-to-end harness. Everything lands in
-# $OUT (8 files: at most 8 come back from the device machine), to be committed under bench/results/.
+# (GPU tests included), then `backprop bench` (kernels and end to end, PyTorch CUDA eager and CUDA graphs
+# beside CuPy) and `backprop profile` on the GPU. Everything lands in $OUT, to be committed under bench/results/.
 #
 # The device image already holds CuPy, Numba, torch, pytest, pytest-benchmark, hypothesis, tqdm and
 # matplotlib (see the device tool's KINDS.md), so nothing needs carrying:
@@ -29,9 +29,8 @@ stage() {  # stage SECONDS OUTPUT-FILE COMMAND...
   $PY -c "import cupy; print('cupy', cupy.__version__)" || true
 } > "$log" 2>&1
 stage 270 "$OUT/tests.txt" $PY -m pytest -q -p no:cacheprovider -rs tests  # all, GPU included
-stage 110 "$OUT/kernels.txt" $PY -m pytest -q -p no:cacheprovider bench/test_kernels_bench.py --benchmark-only \
-  --benchmark-json="$OUT/kernels.json" --benchmark-columns=median,iqr,rounds
-stage 170 "$OUT/e2e.txt" $PY bench/e2e.py --rounds 1 --out "$OUT"  # e2e adds its .json, .md and .png
+stage 240 "$OUT/bench.txt" $PY -m backprop bench --rounds 1 --out "$OUT"  # adds its .json, .md and .png
+stage 40 "$OUT/profile.txt" $PY -m backprop profile --model simpleconvnet --backend cupy --json "$OUT/profile.json"
 cat "$log"
 tail -n 3 "$OUT/tests.txt"
-tail -n 16 "$OUT/e2e.txt"
+tail -n 24 "$OUT/bench.txt"

@@ -38,7 +38,7 @@ SOURCE_DIR = Path(__file__).with_name("cuda")
 # Concatenated in this order into one translation unit; their `#include "common.cuh"` lines are
 # dropped, since NVRTC gets the text, not the folder.
 SOURCE_FILES = ("common.cuh", "conv.cu", "pool.cu", "activations.cu", "softmax.cu", "optim.cu")
-KERNELS = ("im2col", "col2im", "maxpool2d", "maxpool2d_backward",
+KERNELS = ("im2col", "col2im", "maxpool2d", "maxpool2d_backward", "add_bias_relu", "relu_bias_grad",
            "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
            "softmax", "softmax_backward", "softmax_cross_entropy_labels", "softmax_cross_entropy_probs",
            "sgd_update", "sgd_update_momentum", "adagrad_update", "rmsprop_update", "adam_update")
@@ -189,8 +189,8 @@ def _same(what: str, a: Any, shape: tuple[int, ...], dtype: Any) -> None:
         raise ValueError(f"{what} must be {np.dtype(dtype)} {tuple(shape)}, got {a.dtype} {tuple(a.shape)}")
 
 
-def _in_place(what: str, a: Any, like: Any) -> None:
-    _same(what, a, like.shape, like.dtype)
+def _in_place(what: str, a: Any, shape: tuple[int, ...], dtype: Any) -> None:
+    _same(what, a, shape, dtype)
     if not a.flags.c_contiguous:
         raise ValueError(f"{what} is updated in place and must be C-contiguous")
 
@@ -198,9 +198,9 @@ def _in_place(what: str, a: Any, like: Any) -> None:
 def _update_operands(r: Runner, p: Any, g: Any, **state: Any) -> Any:
     """Check an optimizer update's operands (the parameter and its state updated in place, the
     gradient of the same shape and dtype); returns the gradient, C-contiguous."""
-    _in_place("the parameter", p, p)
+    _in_place("the parameter", p, p.shape, p.dtype)
     for name, a in state.items():
-        _in_place(name, a, p)
+        _in_place(name, a, p.shape, p.dtype)
     g = r.xp.ascontiguousarray(g)
     _same("the gradient", g, p.shape, p.dtype)
     return g
@@ -304,6 +304,35 @@ def _binary(kernel: str, dout: Any, y: Any, runner: Runner | None) -> Any:
     dx = r.xp.empty(dout.shape, dtype=dout.dtype)
     r.launch(kernel, dout.dtype, dx.size, (dout, y, dx, np.int64(dx.size)))
     return dx
+
+
+def _channels(a: Any) -> tuple[int, int, int]:
+    """(outer, channels, inner) of an array whose channel axis is axis 1."""
+    channels = a.shape[1]
+    inner = math.prod(a.shape[2:])
+    return a.size // max(1, channels * inner), channels, inner
+
+
+def add_bias_relu(y: Any, b: Any, runner: Runner | None = None) -> None:
+    """In place: y = relu(y + b) over axis 1 (y C-contiguous)."""
+    r = runner or default_runner()
+    _in_place("add_bias_relu's y", y, y.shape, y.dtype)
+    b = r.xp.ascontiguousarray(b)
+    _same("add_bias_relu's b", b, y.shape[1:2], y.dtype)
+    _, channels, inner = _channels(y)
+    r.launch("add_bias_relu", y.dtype, y.size, (y, b, *_i64(y.size, channels, inner)))
+
+
+def relu_bias_grad(dout: Any, y: Any, out: Any, runner: Runner | None = None) -> Any:
+    """dz = (y > 0) * dout, returned, and its sums per channel (axis 1) written into ``out``."""
+    r = runner or default_runner()
+    dout, y = r.xp.ascontiguousarray(dout), r.xp.ascontiguousarray(y)
+    _same("relu_bias_grad's y", y, dout.shape, dout.dtype)
+    _in_place("relu_bias_grad's out", out, dout.shape[1:2], dout.dtype)
+    outer, channels, inner = _channels(dout)
+    dz = r.xp.empty(dout.shape, dtype=dout.dtype)
+    r.launch("relu_bias_grad", dout.dtype, channels, (dout, y, dz, out, *_i64(outer, channels, inner)))
+    return dz
 
 
 def relu(x: Any, runner: Runner | None = None) -> Any:

@@ -235,6 +235,34 @@ def bias_grad(dout, db):  # pragma: no cover - compiled
         db[ci] = s
 
 
+@_kernel()
+def add_bias_relu(y, b):  # pragma: no cover - compiled
+    """y = relu(y + b[c]) in place (a layer's bias and its ReLU in one pass); NaN passes through."""
+    n, c, p = y.shape
+    zero = y.dtype.type(0)
+    for ni in prange(n):
+        for ci in range(c):
+            bias = b[ci]
+            for i in range(p):
+                v = y[ni, ci, i] + bias
+                y[ni, ci, i] = zero if v <= 0 else v
+
+
+@_kernel(fastmath={"reassoc", "contract"})
+def relu_bias_grad(dout, y, dz, db):  # pragma: no cover - compiled
+    """dz = dout * (y > 0) and db[c] = the sum of dz over images and positions, in one pass."""
+    n, c, p = dout.shape
+    one, zero = dz.dtype.type(1), dz.dtype.type(0)
+    for ci in range(c):
+        s = zero
+        for ni in prange(n):
+            for i in range(p):
+                d = dout[ni, ci, i] * (one if y[ni, ci, i] > 0 else zero)
+                dz[ni, ci, i] = d
+                s += d
+        db[ci] = s
+
+
 # -- activations (flat, contiguous arrays) ----------------------------------------------------------
 
 @_kernel()

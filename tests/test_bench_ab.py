@@ -1,4 +1,5 @@
-"""bench/ab_kernels.py loads the Numba kernels of a git revision and times them against the working tree's."""
+"""bench/ab_kernels.py loads the Numba kernels of a git revision and times them against the working tree's;
+bench/ab_e2e.py runs backprop bench's end-to-end job from both trees."""
 
 from __future__ import annotations
 
@@ -65,27 +66,27 @@ def test_interleave_runs_each_variant_on_its_own_kernels():
     counting = types.ModuleType("numba_cpu_counting")
     counting.__dict__.update(vars(numba_cpu))
 
-    def relu(*args):
+    def add_bias_relu(*args):
         calls.append(1)
-        return numba_cpu.relu(*args)
-    counting.relu = relu
+        return numba_cpu.add_bias_relu(*args)
+    counting.add_bias_relu = add_bias_relu
     shared = get_backend("numba")
     from backprop.backends.numba_backend import NumbaBackend
     variants = {"shipped": NumbaBackend(), "counting": NumbaBackend(kernels=counting)}
     rates = ab_kernels.interleave(variants, "mlp", steps=2, rounds=3)
     assert shared.k is numba_cpu  # the shared backend is left alone
     assert [len(r) for r in rates.values()] == [3, 3] and all(v > 0 for r in rates.values() for v in r)
-    # warm-up 5 steps + 3 rounds of 2, two ReLUs a step
+    # warm-up 5 steps + 3 rounds of 2, two Linear layers with their ReLU a step
     assert len(calls) == 2 * (5 + 3 * 2)
 
 
 @pytest.mark.skipif(not _git_head(), reason="needs the project's git history")
 def test_ab_e2e_against_head_reports_a_ratio():
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "ab_e2e.py"), "--base", "HEAD", "--backends", "numpy",
-                        "--models", "mlp", "--rounds", "1", "--steps", "1", "--windows", "1", "--train-images", "100"],
-                       capture_output=True, text=True, timeout=300)
+                        "--models", "mlp", "--rounds", "1", "--windows", "1", "--window-seconds", "0.001",
+                        "--train-images", "100"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    row = re.search(r"^\| mlp \| numpy \| [\d,]+ \| [\d,]+ \| ([\d.]+) \(", r.stdout, re.M)
+    row = re.search(r"^\| mlp \| numpy \| [\d,]+ \(.*\) \| [\d,]+ \(.*\) \| ([\d.]+) \(", r.stdout, re.M)
     assert row and float(row.group(1)) > 0, r.stdout
 
 

@@ -51,18 +51,18 @@ def assert_same_state(a: Path, b: Path) -> None:
 
 
 def after_step(monkeypatch, n, action):
-    """Make the optimizer call ``action(optimizer)`` after its ``n``-th update (``apply``, the half of a step
-    that train_step runs after ``begin_step``); returns the real ``apply``."""
-    apply, calls = Optimizer.apply, [0]
+    """Make the optimizer call ``action(optimizer)`` after its ``n``-th update (``apply``, the device half of
+    a step, which train_step calls); returns the real ``apply``."""
+    step, calls = Optimizer.apply, [0]
 
-    def apply_then_act(self):
-        apply(self)
+    def step_then_act(self):
+        step(self)
         calls[0] += 1
         if calls[0] == n:
             action(self)
 
-    monkeypatch.setattr(Optimizer, "apply", apply_then_act)
-    return apply
+    monkeypatch.setattr(Optimizer, "apply", step_then_act)
+    return step
 
 
 def test_train_smoke(tmp_path, capsys):

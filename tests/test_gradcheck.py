@@ -20,6 +20,7 @@ def away_from_kinks(shape, rng):
 LAYER_CASES = {
     "linear": (lambda: bp.Linear(5, 4), (3, 5)),
     "linear-batch1": (lambda: bp.Linear(3, 2), (1, 3)),
+    "linear-relu": (lambda: bp.Linear(5, 4, activation="relu"), (3, 5)),
     "conv-stride2-pad-nonsquare": (lambda: bp.Conv2D(3, 4, (3, 2), stride=2, pad=1), (2, 3, 7, 6)),
     "conv-batch1-odd": (lambda: bp.Conv2D(2, 3, 3), (1, 2, 5, 5)),
     "conv-rect-stride-pad": (lambda: bp.Conv2D(1, 2, (2, 3), stride=(1, 2), pad=(0, 1)), (2, 1, 5, 6)),

@@ -353,6 +353,27 @@ def test_relu_pooling_parity_with_special_values(accel_backend, window, rng):
     np.testing.assert_array_equal(host(accel_backend, got), want)
 
 
+@pytest.mark.parametrize("accel_backend", overriding("add_bias_relu", "relu_bias_grad"), indirect=True)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (100, 100), (3, 4, 5, 2), (0, 3)])
+def test_bias_relu_kernels_parity(accel_backend, shape, rng):
+    """The bias and the ReLU after it in one kernel each way: the reference's values (NaN propagating
+    forward, the mask multiplying backward) and its per-channel sums."""
+    ref = get_backend("numpy")
+    y, bias = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape[1]).astype(np.float32)
+    y.flat[:3] = [np.nan, -np.inf, np.inf][:y.size]
+    mine, theirs = accel_backend.asarray(y.copy()), y.copy()
+    accel_backend.add_bias_relu(mine, accel_backend.asarray(bias))
+    ref.add_bias_relu(theirs, bias)
+    np.testing.assert_array_equal(host(accel_backend, mine), theirs)
+    dout = rng.standard_normal(shape).astype(np.float32)
+    out_mine, out_ref = accel_backend.zeros((shape[1],)), np.zeros(shape[1], np.float32)
+    with np.errstate(invalid="ignore"):
+        dz = accel_backend.relu_bias_grad(accel_backend.asarray(dout), mine, out_mine)
+        dz_ref = ref.relu_bias_grad(dout, theirs, out_ref)
+    np.testing.assert_array_equal(host(accel_backend, dz), dz_ref)
+    np.testing.assert_allclose(host(accel_backend, out_mine), out_ref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("accel_backend", overriding("add_bias", "bias_grad"), indirect=True)
 @PARITY
 @given(shape=st.sampled_from([(1, 1), (7, 3), (1, 5, 1, 1), (3, 4, 5, 2), (2, 30, 24, 24)]),

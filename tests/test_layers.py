@@ -64,6 +64,7 @@ def test_wrong_input_shape_is_a_value_error(on, make, shape, expected):
     (lambda: bp.MaxPool2D(2, pad=2), "half of kernel_size"),
     (lambda: bp.Dropout(1.0), r"\[0, 1\)"),
     (lambda: bp.Linear(2, 2, init="bogus"), "unknown init"),
+    (lambda: bp.Linear(2, 2, activation="tanh"), r"activation must be one of \(None, 'relu'\), got 'tanh'"),
     (lambda: bp.Linear(2, 2, init=float("nan")), "init std must be positive and finite"),
     (lambda: bp.BatchNorm1D(2, eps=float("nan")), "eps must be positive and finite"),
     (lambda: bp.BatchNorm2D(2, momentum=float("nan")), r"momentum must be in \[0, 1\]"),
@@ -86,6 +87,8 @@ def test_sequential_draws_he_before_relu_and_glorot_otherwise(on):
     assert float(on.to_numpy(chained[1].W.data).std()) == pytest.approx(np.sqrt(2 / 300), rel=0.02)
     fused = bp.Sequential(bp.Conv2D(100, 50, 2), bp.ReLUMaxPool2D(2))  # counts as a ReLU
     assert float(on.to_numpy(fused[0].W.data).std()) == pytest.approx(np.sqrt(2 / 400), rel=0.02)  # He
+    own = bp.Sequential(bp.Linear(400, 300, activation="relu"), bp.Linear(300, 200))
+    assert float(on.to_numpy(own[0].W.data).std()) == pytest.approx(np.sqrt(2 / 400), rel=0.02)  # He: its ReLU
     explicit = bp.Sequential(bp.Linear(400, 300, init=0.01), bp.ReLU())
     assert float(on.to_numpy(explicit[0].W.data).std()) == pytest.approx(0.01, rel=0.02)
     block = bp.Sequential(bp.Tanh(), bp.Linear(300, 200))
@@ -218,3 +221,21 @@ def test_every_layer_checks_the_gradient_against_its_output(on, case):
                 step(on.zeros(bad))
         with pytest.raises(TypeError, match="gradient has dtype float64, expected float32"):
             step(on.zeros(y.shape, dtype=np.float64))
+
+
+def test_a_linear_layer_with_its_relu_computes_what_the_two_layers_do(on, rng):
+    """Linear(activation="relu") runs the bias and the ReLU as one kernel each way; the values and
+    gradients are those of Linear followed by ReLU."""
+    bp.manual_seed(1)
+    fused = bp.Linear(6, 5, activation="relu", backend=on)
+    plain = bp.Sequential(bp.Linear(6, 5, backend=on), bp.ReLU(backend=on))
+    plain[0].W.data[...] = fused.W.data
+    plain[0].b.data[...] = on.asarray(rng.standard_normal(5).astype(np.float32))
+    fused.b.data[...] = plain[0].b.data
+    x, dout = (on.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((4, 6), (4, 5)))
+    np.testing.assert_allclose(on.to_numpy(fused.forward(x)), on.to_numpy(plain.forward(x)), rtol=1e-6)
+    np.testing.assert_allclose(on.to_numpy(fused.backward(dout)), on.to_numpy(plain.backward(dout)), rtol=1e-5,
+                               atol=1e-6)
+    for mine, theirs in ((fused.W, plain[0].W), (fused.b, plain[0].b)):
+        np.testing.assert_allclose(on.to_numpy(mine.grad), on.to_numpy(theirs.grad), rtol=1e-5, atol=1e-6)
+    assert repr(fused) == "Linear(6, 5, activation='relu')"

@@ -15,8 +15,9 @@ def kinds(model):
 
 def test_simple_conv_net_is_the_classic_one():
     model = simple_conv_net()
-    assert kinds(model) == ["Conv2D", "ReLUMaxPool2D", "Flatten", "Linear", "ReLU", "Linear"]
-    conv, fc1, fc2 = model[0], model[3], model[5]
+    assert kinds(model) == ["Conv2D", "ReLUMaxPool2D", "Flatten", "Linear", "Linear"]
+    conv, fc1, fc2 = model[0], model[3], model[4]
+    assert (fc1.activation, fc2.activation) == ("relu", None)
     assert conv.W.shape == (30, 1, 5, 5) and fc1.W.shape == (4320, 100) and fc2.W.shape == (100, 10)
     assert sum(p.size for p in model.parameters()) == 433_890
 
@@ -26,7 +27,7 @@ def test_deep_conv_net_has_six_convolutions_and_two_linear_layers_with_dropout()
     assert kinds(model).count("Conv2D") == 6 and kinds(model).count("Linear") == 2
     assert kinds(model).count("Dropout") == 2 and kinds(model).count("ReLUMaxPool2D") == 3
     assert [m.W.shape[0] for m in model.layers if type(m).__name__ == "Conv2D"] == [16, 16, 32, 32, 64, 64]
-    assert model[-5].W.shape == (1024, 50)
+    assert model[-4].W.shape == (1024, 50) and model[-4].activation == "relu"
 
 
 @pytest.mark.parametrize("name", MODELS)
