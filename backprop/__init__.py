@@ -6,6 +6,7 @@ NumPy backend is the reference, others (CuPy for CUDA GPUs, Numba) run the same 
 
 from backprop import (
     callbacks,  # fit's callbacks: bp.callbacks.EarlyStopping(...), ...
+    distributed,  # data-parallel training under mpiexec: fit(..., comm=bp.distributed.init())
     zoo,  # the model zoo: bp.zoo.simple_conv_net(), ...
 )
 from backprop.backends import (
@@ -50,5 +51,5 @@ __all__ = [
     "LRScheduler", "Layer", "Linear", "Loss", "MaxPool2D", "Momentum", "Optimizer", "Parameter",
     "RMSProp", "ReLU", "ReLUMaxPool2D", "Sequential", "Sigmoid", "Softmax", "SoftmaxCrossEntropy",
     "StepLR", "Tanh", "TrainingDivergedError", "available_backends", "clip_grad_norm", "get_backend",
-    "callbacks", "gradcheck", "manual_seed", "targets_checked", "train_step", "use_backend", "zoo",
+    "callbacks", "distributed", "gradcheck", "manual_seed", "targets_checked", "train_step", "use_backend", "zoo",
 ]

@@ -9,11 +9,14 @@ and exit status 2 or 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import io
 import os
 import platform
 import sys
+import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from backprop import distributed
 from backprop.backends import BackendUnavailableError, available_backends, get_backend, known_backends
 from backprop.backends.install import pip_install
 from backprop.checkpoint import CheckpointError
@@ -122,6 +126,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error(f"--plot needs matplotlib: {pip_install('plot')} (or leave --plot out and run "
                      "backprop plot RUN_DIR later)")
+    comm = distributed.init()  # under mpiexec: this process's rank of the job
     config = None  # a resumed run's comes from its config.json, read once the run folder is held
     made: list[Path] = []  # folders made here, removed again if the run fails before writing anything
     if args.resume is not None:
@@ -134,20 +139,23 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = RunConfig(**{o: getattr(args, o) for o in RUN_OPTIONS if getattr(args, o) is not None})
         if args.run_dir is not None:
             run_dir = Path(args.run_dir)
-        else:
+        elif comm.rank == 0:
             runs_existed = Path("runs").is_dir()
             run_dir = new_run_dir(config)
             made = [run_dir] if runs_existed else [run_dir, run_dir.parent]
+        run_dir = Path(comm.broadcast_json(str(run_dir) if comm.rank == 0 else None))  # rank 0 names it
+    if comm.rank != 0:  # rank 0 holds the folder and writes into it; the others only read a resumed run's files
+        return _train_held(args, parser, run_dir, config, comm)
     try:
         with hold_run_dir(run_dir, create=args.resume is None):
-            return _train_held(args, parser, run_dir, config)
+            return _train_held(args, parser, run_dir, config, comm)
     except BaseException:
         remove_unused(made)
         raise
 
 
 def _train_held(args: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: Path,
-                config: RunConfig | None) -> int:
+                config: RunConfig | None, comm: distributed.Communicator) -> int:
     if config is None:
         config = read_config(run_dir)
         if args.data_dir is not None:
@@ -161,12 +169,16 @@ def _train_held(args: argparse.Namespace, parser: argparse.ArgumentParser, run_d
     try:
         history = train(config, run_dir, resume=args.resume is not None, data_dir=args.data_dir,
                         download=args.download, progress=not args.no_progress, cuda_graph=args.cuda_graph,
-                        say=_say)
+                        say=_say, comm=comm)
         status = 0
     except Interrupted as exc:
+        if comm.rank != 0:
+            return 130
         _say(f"{exc}; checkpoint saved. Continue with: backprop train --resume {run_dir}")
         history = read_checkpoint(run_dir)[1]["history"]
         status = 130
+    if comm.rank != 0:
+        return status
     if args.plot and history:
         try:
             _say(f"curves: {plot_metrics(history, run_dir / PLOT, run_title(config))}")
@@ -304,6 +316,9 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if default and default.strip().lower() not in BACKENDS:
         source = f" (from $BACKPROP_BACKEND, which is not a backend: choose one of {', '.join(BACKENDS)})"
     print(f"  default for new layers: {default or 'numpy'}{source}")
+    print("distributed:")
+    for line in distributed.availability():
+        print(f"  {line}")
     print("GPU:")
     for line in _gpu_lines():
         print(f"  {line}")
@@ -422,23 +437,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Under mpiexec, how long a rank other than 0 waits before reporting its error and ending the job: an
+# error every rank meets (bad data, a diverged run) is then reported once, by rank 0, which ends the job
+# at once; an error of that rank alone is reported by it after this wait.
+ECHO_WAIT = 1.0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 error, 2 bad arguments, 130 interrupted)."""
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:  # say it with the subcommand's usage, not the top level's
-        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    rank, _ = distributed.launch()
+    # under mpiexec, usage, help and argument errors come from rank 0 alone
+    quiet = contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext()
+    with quiet, contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # say it with the subcommand's usage, not the top level's
+            args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.run(args, parser)
     except BrokenPipeError:  # the reader went away (`backprop info | head -1`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 141
     except KeyboardInterrupt:
-        print("\naborted", file=sys.stderr)
-        return 130
+        return _fail("\naborted", 130)
     except USER_ERRORS as exc:
-        print(f"backprop {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
+        return _fail(f"backprop {args.command}: error: {_one_line(exc)}", 1)
+
+
+def _fail(message: str, status: int) -> int:
+    """Print ``message`` to stderr and return ``status``; a rank of a job under mpiexec ends the whole job,
+    since the others would wait for it forever (see :data:`ECHO_WAIT`)."""
+    comm = distributed.current()
+    if comm.size > 1 and comm.rank:
+        time.sleep(ECHO_WAIT)
+    print(f"[rank {comm.rank}] {message.lstrip()}" if comm.rank else message, file=sys.stderr)
+    if comm.size > 1:
+        comm.abort(status)
+    return status
 
 
 def _one_line(exc: BaseException) -> str:

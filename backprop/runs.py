@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, fields
 from itertools import takewhile
 from pathlib import Path
@@ -33,6 +33,7 @@ from backprop.callbacks import Callback, EpochLine, Logs, MetricsFiles, Progress
 from backprop.checkpoint import ArraySpec, CheckpointError, atomic_write, load_arrays, remove_temp_files, save_arrays
 from backprop.data.loader import DataLoader
 from backprop.data.mnist import DATASETS, Dataset, find_files, load_dataset, load_mnist_subset, read_files, spec
+from backprop.distributed import Communicator
 from backprop.graphs import graph_problem
 from backprop.losses import SoftmaxCrossEntropy
 from backprop.model import Sequential
@@ -537,7 +538,7 @@ class RunCheckpoint(Callback):
 
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_dir: str | None = None,
           download: bool = False, progress: bool = True, cuda_graph: bool = False,
-          say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+          say: Callable[[str], None] = print, comm: Communicator | None = None) -> list[dict[str, Any]]:
     """Train (or, with ``resume``, continue) the run in ``run_dir`` up to ``config.epochs`` epochs.
 
     This is :func:`~backprop.training.fit` with the run's callbacks: a checkpoint, the weights and the
@@ -545,10 +546,20 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, data_
     Returns the history (one record per epoch). On Ctrl-C it saves a checkpoint after the current batch
     and raises :class:`Interrupted`. The run holds its folder throughout (:func:`hold_run_dir`).
     ``cuda_graph`` replays each step as a CUDA graph (cupy backend; the same results).
+
+    With ``comm`` (:func:`backprop.distributed.init`), every rank calls this and trains its share of each
+    batch; every rank reads a resumed run's files, rank 0 alone holds the folder, writes into it and
+    speaks (``say``, the progress bar).
     """
-    with hold_run_dir(run_dir, create=not resume) as run_dir:
-        return _train(config, run_dir, resume=resume, data_dir=data_dir, download=download, progress=progress,
-                      cuda_graph=cuda_graph, say=say)
+    comm = comm or Communicator()
+    with hold_run_dir(run_dir, create=not resume) if comm.rank == 0 else nullcontext(Path(run_dir)) as run_dir:
+        return _train(config, run_dir, resume=resume, data_dir=data_dir, download=download,
+                      progress=progress and comm.rank == 0, cuda_graph=cuda_graph,
+                      say=say if comm.rank == 0 else _quiet, comm=comm)
+
+
+def _quiet(line: str) -> None:
+    """What ranks other than 0 say: nothing."""
 
 
 # Fields a resumed run may change: a new total of epochs, another backend, the data's new place.
@@ -556,7 +567,8 @@ RESUMABLE_CHANGES = ("epochs", "backend", "data_source")
 
 
 def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | None, download: bool, progress: bool,
-           cuda_graph: bool, say: Callable[[str], None]) -> list[dict[str, Any]]:
+           cuda_graph: bool, say: Callable[[str], None], comm: Communicator) -> list[dict[str, Any]]:
+    writer = comm.rank == 0
     backend = get_backend(config.backend, config.dtype)
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {}
@@ -568,10 +580,14 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | No
         if changed:
             raise CheckpointError(f"{meta['path']} belongs to another run than {run_dir / CONFIG} "
                                   f"({'; '.join(changed)}), so it cannot be resumed")
-    elif (run_dir / CHECKPOINT).exists():
+    elif writer and (run_dir / CHECKPOINT).exists():
         raise FileExistsError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
                               "or choose another --run-dir")
+    if download and not writer:
+        comm.any(False)  # rank 0 downloads first (below); the others then find the files in the cache
     data = load_data(config, data_dir, download=download, progress=progress, say=say)
+    if download and writer:
+        comm.any(False)
     sha256 = training_data_sha256(data, config)
     if resume and config.data_sha256 not in (None, sha256):
         raise ValueError(f"the training data in {data.source} are not the ones {run_dir} trained on (SHA-256 "
@@ -605,10 +621,12 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | No
             say("note: the backend's random generator could not be restored, so Dropout masks after resuming "
                 "differ from an uninterrupted run")
         state = TrainingState(**meta["progress"], order=arrays.get("loader/order"), history=meta["history"])
-    write_config(run_dir, config)
+    if writer:
+        write_config(run_dir, config)
+    ranks = f", {comm.size} ranks ({comm.array_comm(backend).name})" if comm.size > 1 else ""
     say(f"{config.model} on {data.spec.title} ({len(train_loader.x):,} training / {len(test_loader.x):,} test images "
         f"from {data.source}); {config.optimizer} lr {config.lr:g}, batch {config.batch_size}, backend "
-        f"{backend.name} ({backend.dtype.name}); run folder {run_dir}")
+        f"{backend.name} ({backend.dtype.name}){ranks}; run folder {run_dir}")
     say(f"data credit: {data.spec.credit}")
     if state.epoch >= config.epochs:
         say(f"the run has already trained {state.epoch} epochs; ask for more with --epochs")
@@ -617,19 +635,21 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data_dir: str | No
         say(f"resuming at epoch {state.epoch + 1}, batch {state.batch + 1} of {len(train_loader)}")
     interrupt = StopOnInterrupt(say)
     checkpoint = RunCheckpoint(run_dir, config, train_loader)
-    callbacks = [interrupt, *([ProgressBar()] if progress else []), checkpoint, MetricsFiles(run_dir),
-                 EpochLine(say, validation="test")]
+    callbacks = [interrupt, *([ProgressBar()] if progress else []),
+                 *([checkpoint, MetricsFiles(run_dir), EpochLine(say, validation="test")] if writer else [])]
     try:
         fit(model, train_loader, loss=SoftmaxCrossEntropy(backend), optimizer=optimizer, epochs=config.epochs,
             validation_data=test_loader, metrics=["accuracy"], progress=False, callbacks=callbacks, state=state,
-            cuda_graph=cuda_graph)
+            cuda_graph=cuda_graph, comm=comm)
     except TrainingDivergedError as exc:
         kept = (f"{run_dir / CHECKPOINT} still holds epoch {state.epoch}" if state.epoch else
                 f"no epoch finished, so {run_dir} holds no checkpoint")
         raise TrainingDivergedError(f"{exc}. {kept}") from None
-    if interrupt.interrupted and state.batch:
-        checkpoint.save(model, optimizer, state)
+    (interrupted,) = comm.any(interrupt.interrupted)  # Ctrl-C on any rank stopped them all
+    if interrupted and state.batch:
+        if writer:
+            checkpoint.save(model, optimizer, state)
         raise Interrupted(f"stopped in epoch {state.epoch + 1} after batch {state.batch}/{len(train_loader)}")
-    if interrupt.interrupted and state.epoch < config.epochs:
+    if interrupted and state.epoch < config.epochs:
         raise Interrupted(f"stopped after epoch {state.epoch}")
     return state.history

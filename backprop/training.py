@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from backprop.backends import Array
 from backprop.callbacks import Callback, CallbackList, EpochLine, ProgressBar
 from backprop.checks import check_labels, check_number
 from backprop.data.loader import DataLoader
+from backprop.distributed import Communicator, GradientAverager, broadcast_arrays, check_shares
 from backprop.graphs import CudaGraphStep
 from backprop.layers.base import Layer
 from backprop.layers.norm import _BatchNorm
@@ -43,15 +45,18 @@ class TrainingDivergedError(FloatingPointError):
     state of the last reporting point at which both were finite."""
 
 
-def train_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Array) -> tuple[Array, Array]:
-    """One training step: forward, loss, backward (parameter gradients only), update (with the
+def train_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Array,
+               average: Callable[[], None] | None = None) -> tuple[Array, Array]:
+    """One training step: forward, loss, backward (parameter gradients only), ``average`` (data-parallel
+    training: the gradients averaged over the ranks, :mod:`backprop.distributed`), update (with the
     optimizer's gradient clipping, if any). Returns the loss as a 0-d backend array (reading it waits
     for the device) and the outputs."""
     optimizer.begin_step()
-    return device_step(model, loss, optimizer, x, y)
+    return device_step(model, loss, optimizer, x, y, average)
 
 
-def device_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Array) -> tuple[Array, Array]:
+def device_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Array,
+                average: Callable[[], None] | None = None) -> tuple[Array, Array]:
     """:func:`train_step` without the optimizer's host half (``begin_step``): only device work, which a
     CUDA graph captures (:mod:`backprop.graphs`). Running out of GPU memory anywhere in it is a
     ``GPUOutOfMemoryError`` naming the request and the free memory."""
@@ -59,6 +64,8 @@ def device_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Arr
         out = model.forward(x)
         value = loss.forward(out, y)
         model.backward_params(loss.backward())
+        if average is not None:
+            average()
         optimizer.apply()
     return value, out
 
@@ -174,17 +181,20 @@ def _check_optimizer(model: Layer, optimizer: Optimizer) -> None:
                          "nothing: build it with model.parameters()")
 
 
-def _check_last_batch(model: Layer, loader: DataLoader) -> None:
+def _check_last_batch(model: Layer, loader: DataLoader, ranks: int = 1) -> None:
     """A BatchNorm cannot normalize a last batch of one sample (its variance is undefined) unless it
-    also averages over pixels (BatchNorm2D on maps larger than 1x1)."""
+    also averages over pixels (BatchNorm2D on maps larger than 1x1); over several ``ranks``, nor a
+    rank's part of one sample of any batch."""
     n, b = len(loader.x), loader.batch_size
-    if 1 < b < n and n % b == 1 and not loader.drop_last:
+    last = n % b if b < n and not loader.drop_last else 0
+    if b > 1 and (last or b) // ranks == 1:
         # (_check_dataset's probe forward left each BatchNorm's input shape)
         lonely = [type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm)
                   and math.prod(getattr(m, "input_shape", (1, 1))[2:]) < 2]
         if lonely:
-            raise ValueError(f"{n} samples in batches of {b} leave a last batch of one sample, "
-                             f"which {lonely[0]} cannot normalize: choose another batch_size")
+            over, what = (f" over {ranks} ranks", "a part") if ranks > 1 else ("", "a last batch")
+            raise ValueError(f"{n} samples in batches of {b}{over} leave {what} of one sample, which {lonely[0]} "
+                             "cannot normalize: choose another batch_size")
 
 
 def as_loader(model: Layer, x: Array, y: Array = None, *, batch_size: int | None, shuffle: bool = False,
@@ -241,7 +251,8 @@ class Snapshot:
         return {**{f"param/{i}": p.data for i, p in enumerate(self.model.parameters())},
                 **{f"buffer/{k}": v for k, v in self.model.named_buffers().items()}}
 
-    def _arrays(self) -> dict[str, Any]:
+    def arrays(self) -> dict[str, Any]:
+        """The model's weights and buffers and the optimizer's state arrays, by name."""
         arrays = self._model_arrays()
         if self.optimizer is not None:
             arrays.update({f"optim/{i}/{k}": v for i, p in enumerate(self.optimizer.params)
@@ -250,7 +261,7 @@ class Snapshot:
 
     def take(self) -> None:
         saved = {}
-        for name, a in self._arrays().items():
+        for name, a in self.arrays().items():
             copy = self.saved.get(name)
             if copy is None or copy.shape != a.shape or copy.dtype != a.dtype:
                 copy = a.copy()
@@ -261,7 +272,7 @@ class Snapshot:
         self.steps = self.optimizer.steps if self.optimizer is not None else 0
 
     def restore(self) -> None:
-        for name, a in self._arrays().items():
+        for name, a in self.arrays().items():
             if name in self.saved:
                 a[...] = self.saved[name]
             else:  # optimizer state first made after the snapshot: back to not existing
@@ -273,7 +284,7 @@ class Snapshot:
     def finite(self) -> bool:
         """Whether every weight, buffer and optimizer state array is finite now (one host read)."""
         xp = self.model.backend.xp
-        arrays = [a for a in self._arrays().values() if a.size]
+        arrays = [a for a in self.arrays().values() if a.size]
         return not arrays or bool(xp.stack([xp.isfinite(a).all() for a in arrays]).all())
 
 
@@ -333,7 +344,8 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
         validation_data: tuple[Array, Array] | DataLoader | None = None, scheduler: LRScheduler | None = None,
         metrics: Sequence[str] = (), progress: bool = True, callbacks: Sequence[Callback] = (),
         resident: bool | None = None, state: TrainingState | None = None,
-        report_interval: float | None = None, cuda_graph: bool = False) -> dict[str, list[float]]:
+        report_interval: float | None = None, cuda_graph: bool = False,
+        comm: Communicator | None = None) -> dict[str, list[float]]:
     """Train ``model`` for ``epochs`` passes over (x, y), or over the DataLoader ``x``; return the history.
 
     ``batch_size=None`` trains on the full batch, 1 is single-sample SGD, anything between is
@@ -352,6 +364,12 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
     default :data:`REPORT_INTERVAL`, and at each epoch's end); a NaN or Inf loss, weight or optimizer
     state found there raises :class:`TrainingDivergedError` after putting back the weights, buffers,
     optimizer state and ``state`` of the last good reporting point.
+
+    ``comm`` (from :func:`backprop.distributed.init`) trains data-parallel over its ranks: each rank
+    runs this with the same arguments, trains on its part of every batch (``batch_size`` is the global
+    batch, a multiple of the ranks) and averages the gradients before each update; rank 0's weights,
+    buffers, optimizer state and shuffling generator are given to every rank first. Losses and metrics
+    are over all ranks; BatchNorm's running statistics stay each rank's own.
     """
     backend = model.backend
     if not isinstance(epochs, numbers.Integral) or isinstance(epochs, bool) or epochs < 1:
@@ -361,6 +379,10 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
     _check_metrics(metrics)
     _check_optimizer(model, optimizer)
     loss.to(backend)
+    comm = comm or Communicator()
+    if cuda_graph and comm.size > 1:
+        raise ValueError(f"cuda_graph=True trains one process; this is rank {comm.rank} of {comm.size}: train "
+                         "data-parallel without it")
     step = CudaGraphStep(device_step, model, loss, optimizer) if cuda_graph else None  # refuses what it cannot
 
     if seed is None and shuffle and not isinstance(x, DataLoader):  # the order follows manual_seed, as in PyTorch
@@ -375,11 +397,16 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
         val_loader = as_loader(model, *((validation_data,) if isinstance(validation_data, DataLoader)
                                         else validation_data), batch_size=EVAL_BATCH, resident=resident)
         _check_dataset(model, loss, val_loader, "validation data")
-    _check_last_batch(model, loader)
+    _check_last_batch(model, loader, comm.size)
+    if comm.size > 1:
+        check_shares(comm.size, len(loader.x), loader.batch_size)
+        loader.load_state_dict(comm.broadcast_json(loader.state_dict()))  # one global order for every rank
     loop = Loop(model, loss, optimizer, loader, int(epochs), state or TrainingState(), graph=step)
     hooks = CallbackList([*callbacks, *((ProgressBar(), EpochLine()) if progress else ())])
-    runner = _Runner(loop, hooks, val_loader, scheduler, metrics, report_interval)
+    runner = _Runner(loop, hooks, val_loader, scheduler, metrics, report_interval, comm)
     with _mode(model, True), targets_checked(loss), (step.stream if step else nullcontext()):
+        if comm.size > 1:
+            broadcast_arrays(comm.array_comm(backend), list(runner.snapshot.arrays().values()))
         if not runner.snapshot.finite():
             raise ValueError("the model's weights or buffers, or its optimizer's state, hold NaN or Inf before "
                              "training")
@@ -401,11 +428,12 @@ class _Runner:
     """One epoch at a time of :func:`fit`'s loop, with its reporting points."""
 
     def __init__(self, loop: Loop, hooks: Callback, val_loader: DataLoader | None, scheduler: LRScheduler | None,
-                 metrics: Sequence[str], report_interval: float) -> None:
+                 metrics: Sequence[str], report_interval: float, comm: Communicator) -> None:
         self.loop, self.hooks, self.val_loader, self.scheduler = loop, hooks, val_loader, scheduler
         model, loss, optimizer = loop.model, loop.loss, loop.optimizer
         self.step = loop.graph or (lambda x, y: train_step(model, loss, optimizer, x, y))
-        self.metrics, self.report_interval = tuple(metrics), report_interval
+        self.metrics, self.report_interval, self.comm = tuple(metrics), report_interval, comm
+        self.gradients = GradientAverager(comm, optimizer.params) if comm.size > 1 else None
         self.snapshot = Snapshot(loop.model, loop.optimizer)
         self.good = ""  # where the snapshot was taken
         self.good_state = loop.state
@@ -425,24 +453,32 @@ class _Runner:
         loop, st, backend = self.loop, self.loop.state, self.loop.model.backend
         if st.batch == 0:
             st.order = loop.loader.order()
-        sums = RunningSums(backend, st.loss_sum, st.correct, "accuracy" in self.metrics, _threshold(loop.loss))
+        comm = self.comm
+        base = (st.loss_sum, st.correct) if comm.rank == 0 else (0.0, 0)  # (the sums add over the ranks)
+        sums = RunningSums(backend, *base, "accuracy" in self.metrics, _threshold(loop.loss))
         self.hooks.on_epoch_begin(loop)
         start = time.perf_counter()
         next_report = start + self.report_interval
         warmup = (0, 0.0)  # (images, seconds) of this epoch's warm-up steps, kept out of images/s
-        for xb, yb in loop.loader.batches(st.order, st.batch):
+        for xb, yb in loop.loader.batches(st.order, st.batch, (comm.rank, comm.size)):
             self.hooks.on_batch_begin(loop)
+            samples = loop.loader.batch_len(st.batch)  # on all ranks
             step_start = time.perf_counter()
-            value, out = self.step(xb, yb)
+            if self.gradients is None:
+                value, out = self.step(xb, yb)
+            else:
+                average = partial(self.gradients.average, len(xb) / samples)
+                value, out = train_step(loop.model, loop.loss, loop.optimizer, xb, yb, average)
             if not self.warmed_up:
                 backend.synchronize()
-                warmup = (warmup[0] + len(xb), warmup[1] + time.perf_counter() - step_start)
+                warmup = (warmup[0] + samples, warmup[1] + time.perf_counter() - step_start)
                 self.warmed_up = loop.graph is None or loop.graph.graph is not None  # a graph: until captured
             sums.add(value, out, yb)
             st.batch += 1
-            st.seen += len(xb)
+            st.seen += samples
             self.hooks.on_batch_end(loop)
-            if loop.stop_training or time.perf_counter() >= next_report:
+            loop.stop_training, due = comm.any(loop.stop_training, time.perf_counter() >= next_report)
+            if loop.stop_training or due:
                 self.report(sums)
                 next_report = time.perf_counter() + self.report_interval
             if loop.stop_training:
@@ -458,7 +494,7 @@ class _Runner:
             logs["accuracy"] = st.correct / (st.seen * sums.per_sample)
         if self.val_loader is not None:
             t = time.perf_counter()
-            scores = _evaluate(loop.model, self.val_loader, loop.loss, self.metrics)
+            scores = _evaluate(loop.model, self.val_loader, loop.loss, self.metrics, comm=self.comm)
             if not math.isfinite(scores["loss"]):
                 self.diverged(f"the validation loss became {scores['loss']} after epoch {st.epoch + 1}, whose "
                               "training loss, weights and optimizer state are finite and are kept",
@@ -482,10 +518,14 @@ class _Runner:
         """A reporting point: read the sums, check loss and weights, take a snapshot, tell the callbacks."""
         loop, st = self.loop, self.loop.state
         loss_sum, correct = sums.read()
+        finite = self.snapshot.finite()
+        if self.comm.size > 1:  # every rank reads, checks and decides alike
+            loss_sum, total, bad = self.comm.sum(np.array([loss_sum, correct, not finite], dtype=np.float64))
+            correct, finite = int(total), not bad
         where = f"epoch {st.epoch + 1}, batch {st.batch}"
         if not math.isfinite(loss_sum):
             self.diverged(f"the training loss became {loss_sum / max(1, st.seen)} at or before {where}")
-        if not self.snapshot.finite():
+        if not finite:
             self.diverged(f"the weights or the optimizer's state became NaN or Inf at or before {where}")
         st.loss_sum, st.correct = loss_sum, correct
         self.mark_good(where)
@@ -507,14 +547,18 @@ class _Runner:
 
 # -- evaluation and prediction ------------------------------------------------------------------------
 def _evaluate(model: Layer, loader: DataLoader, loss: Loss | None, metrics: Sequence[str],
-              confusion: bool = False) -> dict[str, Any]:
-    """Scores over checked data, with one host read at the end."""
+              confusion: bool = False, comm: Communicator | None = None) -> dict[str, Any]:
+    """Scores over checked data, with one host read at the end; with ``comm``, each rank scores its
+    part of every batch and the scores are over all ranks (no confusion matrix)."""
     backend = model.backend
+    comm = comm or Communicator()
     sums = RunningSums(backend, accuracy="accuracy" in metrics, threshold=_threshold(loss))
     matrix, seen = None, 0
     guard = targets_checked(loss) if loss is not None else nullcontext()
     with _mode(model, False), guard:
-        for xb, yb in loader.batches():
+        for xb, yb in loader.batches(shard=(comm.rank, comm.size)):
+            if not len(xb):  # a batch with fewer samples than ranks
+                continue
             out = model.forward(xb)
             sums.add(None if loss is None else loss.forward(out, yb), out, yb)
             seen += len(xb)
@@ -522,6 +566,9 @@ def _evaluate(model: Layer, loader: DataLoader, loss: Loss | None, metrics: Sequ
                 counts = _confusion(backend, out, yb)
                 matrix = counts if matrix is None else matrix + counts
     loss_sum, correct = sums.read()
+    if comm.size > 1:
+        loss_sum, total, samples = comm.sum(np.array([loss_sum, correct, seen], dtype=np.float64))
+        correct, seen = int(total), int(samples)
     scores: dict[str, Any] = {"loss": loss_sum / seen} if loss is not None else {}
     if "accuracy" in metrics:
         scores["accuracy"] = correct / (seen * sums.per_sample)

@@ -13,6 +13,7 @@ import numpy as np
 
 from backprop.backends import Backend
 from backprop.checks import check_labels, check_number
+from backprop.distributed import part
 
 
 class DataLoader:
@@ -86,17 +87,25 @@ class DataLoader:
         """The sample order of the next epoch (None: in order); draws from the generator when shuffling."""
         return self.rng.permutation(len(self.x)) if self.shuffle else None
 
-    def batches(self, order: np.ndarray | None = None, start: int = 0) -> Iterator[tuple[Any, Any]]:
-        """The batches of one epoch in ``order`` (from :meth:`order`), from batch number ``start`` on.
+    def batches(self, order: np.ndarray | None = None, start: int = 0,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[Any, Any]]:
+        """The batches of one epoch in ``order`` (from :meth:`order`), from batch number ``start`` on;
+        with ``shard=(rank, size)`` only rank's part of each (data-parallel training: see
+        :func:`backprop.distributed.part`).
 
         A resident loader uploads the order once and gathers every batch on the device."""
-        n = len(self.x)
         if self.resident and order is not None:
             order = self.backend.asarray(order)  # type: ignore[union-attr]
         for i in range(start, len(self)):
-            sl = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
+            first = i * self.batch_size
+            mine = part(self.batch_len(i), *shard)
+            sl = slice(first + mine.start, first + mine.stop)
             idx = sl if order is None else order[sl]
             yield self._x(self.x[idx]), None if self.y is None else self._y(self.y[idx])
+
+    def batch_len(self, i: int) -> int:
+        """The number of samples in batch ``i`` (all ranks' together)."""
+        return min(len(self.x), (i + 1) * self.batch_size) - i * self.batch_size
 
     def head(self, n: int) -> tuple[Any, Any]:
         """The first ``n`` samples as a batch would give them (for probing a model's output shape)."""
