@@ -29,13 +29,14 @@ from typing import Any
 import numpy as np
 
 from backprop.backends import Array, Backend
+from backprop.backends.install import pip_install
 from backprop.parameter import Parameter
 
 # Variables an MPI launcher sets in every process it starts: (size, rank). Open MPI its own; MPICH's Hydra,
 # Intel MPI and Slurm's PMI-2 PMI_*; MVAPICH its own; Slurm's srun --mpi=pmix PMIX_RANK beside its task count.
 LAUNCH_VARIABLES = (("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"), ("PMI_SIZE", "PMI_RANK"),
                     ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"), ("SLURM_NTASKS", "PMIX_RANK"))
-INSTALL_HINT = "pip install 'backprop[mpi]'"
+INSTALL_HINT = pip_install("mpi")
 # MPI_Abort tears the job down at once, and output a rank printed just before may not have been passed on by
 # the launcher yet (lost, under load): a rank that aborts waits this long first.
 FORWARD_WAIT = 0.5
