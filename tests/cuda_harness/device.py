@@ -167,7 +167,7 @@ class Capture:
     """The operations recorded by one stream capture, in order: (name, replay, launches)."""
 
     def __init__(self) -> None:
-        self.operations: list[tuple[str, Callable[[], Any], int]] = []
+        self.operations: list[tuple[str, Callable[[], Any], Launches]] = []
         self.invalid: str | None = None
 
 
@@ -252,7 +252,7 @@ class Graph:
     order on the arrays they were recorded with (their contents now; scalars as they were at capture).
     A replay counts as one launch; ``size`` is how many launches it replaces."""
 
-    operations: list[tuple[str, Callable[[], Any], int]]
+    operations: list[tuple[str, Callable[[], Any], Launches]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError("currently this class cannot be initiated by the user and must be created via "
@@ -266,13 +266,13 @@ class Graph:
 
     @property
     def size(self) -> int:
-        return sum(n for _, _, n in self.operations)
+        return sum(self.by_operation().values())
 
     def by_operation(self) -> Counter[str]:
         counts: Counter[str] = Counter()
         for name, _, n in self.operations:
-            counts[name] += n
-        return counts
+            counts.update(_by_name(name, n))
+        return +counts
 
     def launch(self, stream: Stream | None = None) -> None:
         def replay() -> None:
@@ -317,10 +317,18 @@ def inside() -> Iterator[None]:
         _thread.nested -= 1
 
 
-def count(name: str, launches: int = 1) -> None:
-    if launches:
-        COUNTS.launches += launches
-        COUNTS.by_operation[name] += launches
+Launches = int | dict[str, int]  # a number, or a number by name (a matmul's copies apart from its GEMM)
+
+
+def _by_name(name: str, launches: Launches) -> dict[str, int]:
+    return launches if isinstance(launches, dict) else {name: launches}
+
+
+def count(name: str, launches: Launches = 1) -> None:
+    for key, n in _by_name(name, launches).items():
+        if n:
+            COUNTS.launches += n
+            COUNTS.by_operation[key] += n
 
 
 def poison(a: np.ndarray) -> None:
@@ -345,10 +353,10 @@ def _write(target: Any, value: Any) -> None:
             _write(t, v)
 
 
-def launch(name: str, compute: Callable[[], Any], *, launches: int = 1, in_place: bool = False,
+def launch(name: str, compute: Callable[[], Any], *, launches: Launches = 1, in_place: bool = False,
            inputs: tuple[Any, ...] = (), wrap: Callable[[Any], Any] = lambda r: r,
            stream: Stream | None = None) -> Any:
-    """Run one operation of ``launches`` kernels on the current stream (or ``stream``).
+    """Run one operation of ``launches`` kernels (or kernels by name) on the current stream (or ``stream``).
 
     ``in_place``: it writes into existing arrays (``out=``, ``__setitem__``, ``fill``, a RawKernel) and
     returns nothing of use; a capture records it without running it. Otherwise it returns new data,
@@ -393,7 +401,7 @@ def launch(name: str, compute: Callable[[], Any], *, launches: int = 1, in_place
         return result
     for a in arrays:
         poison(a)
-    if launches:
+    if any(_by_name(name, launches).values()):
         capture.operations.append((name, lambda: _write(result, compute()), launches))
     return result
 

@@ -33,7 +33,7 @@ class DeviceArray(np.ndarray):
         if out is not None and not all(isinstance(o, DeviceArray) for o in out):
             raise TypeError("Output arguments must be cupy.ndarray")
         name = ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"
-        launches = _matmul_launches(*inputs, out=out[0] if out else None) if ufunc is np.matmul else 1
+        launches: device.Launches = _matmul_launches(*inputs, out=out[0] if out else None) if ufunc is np.matmul else 1
 
         def compute() -> Any:
             return _plain_ufunc(ufunc, method, inputs, kwargs)
@@ -150,21 +150,21 @@ def _arrays_in(args: Any) -> Any:
             yield from _arrays_in(a)
 
 
-def _matmul_launches(a: Any, b: Any, out: Any = None) -> int:
-    """cuBLAS's one launch, plus the copies CuPy makes first (cupy/_core/_routines_linalg.pyx: matmul,
-    dot, tensordot_core): for 2-D products, of an operand neither C- nor F-contiguous, and of the result
-    into an ``out`` that is not C-contiguous, of another dtype, or that overlaps an operand; with more
-    axes, of every operand not C-contiguous, and of the result into an ``out`` it cannot write."""
+def _matmul_launches(a: Any, b: Any, out: Any = None) -> dict[str, int]:
+    """cuBLAS's one launch, plus the copies CuPy makes around it (cupy/_core/_routines_linalg.pyx:
+    matmul, dot, tensordot_core): of an operand of another dtype; for 2-D products, of an operand neither
+    C- nor F-contiguous, and of the result into an ``out`` that is not C-contiguous, of another dtype, or
+    that overlaps an operand; with more axes, of every operand not C-contiguous, and of the result into
+    an ``out`` it cannot write."""
     dtype = np.promote_types(a.dtype, b.dtype)
     converts = int(a.dtype != dtype) + int(b.dtype != dtype)
     if max(a.ndim, b.ndim) <= 2:
         copies = sum(x.ndim == 2 and not (x.flags.c_contiguous or x.flags.f_contiguous) for x in (a, b))
     else:
         copies = sum(not x.flags.c_contiguous and x.dtype == dtype for x in (a, b))
-    if out is not None:
-        copies += int(not out.flags.c_contiguous or out.dtype != dtype
-                      or np.may_share_memory(out, a) or np.may_share_memory(out, b))
-    return 1 + converts + copies
+    back = int(out is not None and (not out.flags.c_contiguous or out.dtype != dtype
+                                    or np.may_share_memory(out, a) or np.may_share_memory(out, b)))
+    return {"matmul": 1, "matmul: operand copy": converts + copies, "matmul: copy into out": back}
 
 
 # NumPy functions that only look at metadata: no launch.

@@ -3,32 +3,53 @@
 :func:`emulated_backend` builds a real :class:`~backprop.backends.cupy_backend.CupyBackend` with two
 parts injected:
 
-* ``xp``: :class:`EmulatedCupy`, NumPy plus the CuPy-only API the backend uses (``asnumpy``,
-  ``cuda.Device().synchronize``, ``cuda.runtime.memGetInfo``, ``cuda.memory.OutOfMemoryError``, the
-  memory pool, the legacy ``random.RandomState`` whose draws take a dtype). It is not ``numpy`` itself,
-  so code that treats NumPy specially (``xp is np``) takes the GPU path, as with CuPy.
+* ``xp``: :class:`EmulatedCupy`, NumPy under CuPy's name with the CuPy API the backend and CUDA-graph
+  training use. Its arrays are :class:`~cuda_harness.device_array.DeviceArray` (``xp.ndarray``), a type
+  of their own, so host arrays are not device arrays: ``xp.asarray(host)`` is a host-to-device copy,
+  ``xp.asnumpy``/``.get()`` a device-to-host one, CuPy's functions, ufuncs and kernels refuse host
+  arrays, and reductions give 0-d arrays. Every operation goes through :mod:`cuda_harness.device`,
+  which counts the kernel launches CuPy would make (one per ufunc, reduction, data-producing function
+  or method, fill, setitem, RawKernel launch; a matmul's operand copies as CuPy's rules make them; none
+  for views and ``empty``), the transfers and the host reads (:func:`count_launches`), and emulates
+  streams, stream capture and CUDA graphs (``Stream.begin_capture``/``end_capture``, ``Graph.launch``)
+  and memory pools (``MemoryPool``, ``using_allocator``).
 * ``runner``: :class:`EmulatedRunner`, kernels/cuda.py's :class:`~backprop.kernels.cuda.CupyRunner`
   (same block size and grid computation) whose compiled kernels are the same ``.cu`` sources built by
   g++ (:mod:`cuda_harness.harness`). Each launch is checked as CuPy and CUDA would take it: the grid
   and block within CUDA's limits, every argument packed by CuPy's rules (NumPy scalars at their own
-  width, Python int as 64-bit, Python float as double, bool as a 1-byte bool, arrays as a bare data
-  pointer) and checked against the kernel's C parameter list; an array must be of the pointee's dtype,
-  aligned, with non-negative strides (CUDA gets only the pointer to its first element), and
-  C-contiguous unless it is the one operand whose strides the kernel takes as arguments.
+  width, Python int as 64-bit, Python float as double, bool as a 1-byte bool, a one-element host array
+  by value, a device array as a bare data pointer, a larger host array refused) and checked against the
+  kernel's C parameter list; an array must be of the pointee's dtype, aligned, with non-negative strides
+  (CUDA gets only the pointer to its first element), and C-contiguous unless it is the one operand whose
+  strides the kernel takes as arguments.
+
+In a capture (the current stream capturing) device work is recorded, not run: an operation producing
+new data runs once on the current (meaningless) contents to learn its result's shape, then the result
+is poisoned (NaN, -1) and the operation recorded to write into it at replay; in-place work (``out=``,
+setitem, fill, kernels) is only recorded. Host reads, pageable host-to-device copies, synchronization
+and allocations outside a private pool (``using_allocator(pool.malloc)``) are refused with CuPy's or
+CUDA's error. ``Graph.launch`` re-runs the recorded operations in order on the same arrays (their
+contents now; scalars as they were at capture), counted as one launch (``Graph.size``: the launches it
+stands for); random draws replay the numbers drawn at capture, as cuRAND's do.
 
 It is a test seam, not a backend users can choose: it is not registered, and its instances say
 ``cupy`` as their name (they run CupyBackend's code) while test ids say ``cupy-emulated``.
 
 What it cannot show: anything about real GPU execution (NVRTC, -ftz flushing, FMA contraction, CUDA's
-math library, memory, streams, speed), nor CuPy's own array semantics: its arrays are NumPy arrays,
-so reductions give NumPy scalars where CuPy gives 0-d arrays, and NumPy arrays pass the backend's
-``is_array`` check where real CuPy would refuse them.
+math library, memory use, asynchrony and races between streams, speed); CuPy's exact kernel counts
+for operations it implements with several kernels (``var``, ``pad``, boolean indexing: counted as
+one); whether a capture would fail for reasons it does not model (a library call that is not
+capturable, a cuBLAS workspace allocated during capture). And one door stays open: ``np.asarray`` of
+a device array gives a host view where CuPy raises; host code must use ``xp.asnumpy``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -298,3 +319,34 @@ def emulated_backend(lib: ctypes.CDLL, dtype: Any = np.float32, seed: int | None
     """A CupyBackend on the emulated device whose kernels are ``lib`` (from :func:`harness.build`)."""
     xp = EmulatedCupy()
     return CupyBackend(dtype, seed, xp=xp, runner=EmulatedRunner(lib, xp))
+
+
+@dataclass
+class Usage:
+    """What running something did on the emulated device (:func:`count_launches`)."""
+
+    launches: int  # kernel launches, a graph replay counting one
+    by_operation: Counter[str]  # launches by operation: ufunc, method or function name, kernel, "graph"
+    host_to_device: int
+    device_to_host: int
+    host_reads: int  # every wait for a device value, device-to-host copies included
+    reads_by_operation: Counter[str]
+
+    def __str__(self) -> str:
+        ops = ", ".join(f"{name} {n}" for name, n in sorted(self.by_operation.items(), key=lambda kv: (-kv[1], kv[0])))
+        return (f"{self.launches} launches ({ops}); {self.host_to_device} host-to-device and {self.device_to_host} "
+                f"device-to-host copies; {self.host_reads} host reads")
+
+
+def count_launches(backend: CupyBackend, fn: Callable[[], Any]) -> tuple[Any, Usage]:
+    """``fn()``'s result and what it did on ``backend``'s emulated device."""
+    if not isinstance(backend.xp, EmulatedCupy):
+        raise TypeError(f"count_launches needs a backend on the emulated device, not {backend!r}")
+    before = device.COUNTS.snapshot()
+    result = fn()
+    after = device.COUNTS.snapshot()
+    return result, Usage(
+        after["launches"] - before["launches"], after["by_operation"] - before["by_operation"],
+        after["host_to_device"] - before["host_to_device"], after["device_to_host"] - before["device_to_host"],
+        after["host_reads"] - before["host_reads"], after["reads_by_operation"] - before["reads_by_operation"])
+
