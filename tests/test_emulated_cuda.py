@@ -112,4 +112,4 @@ def test_running_out_of_memory_anywhere_in_a_step_names_the_step(emulated_cupy, 
     monkeypatch.setattr(model.layers[-1], "backward", exhausted)
     with pytest.raises(GPUOutOfMemoryError, match=r"in a training step on a batch of \(4, 784\): CuPy could not "
                                                   r"allocate 123,456,789 bytes; .* bytes were free on GPU 0"):
-        train_step(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x, y)
+        train_step(model, SoftmaxCrossEntropy().to(emulated_cupy), Adam(model.parameters()), x, y)

@@ -151,20 +151,28 @@ def _arrays_in(args: Any) -> Any:
 
 
 def _matmul_launches(a: Any, b: Any, out: Any = None) -> dict[str, int]:
-    """cuBLAS's one launch, plus the copies CuPy makes around it (cupy/_core/_routines_linalg.pyx:
-    matmul, dot, tensordot_core): of an operand of another dtype; for 2-D products, of an operand neither
-    C- nor F-contiguous, and of the result into an ``out`` that is not C-contiguous, of another dtype, or
-    that overlaps an operand; with more axes, of every operand not C-contiguous, and of the result into
-    an ``out`` it cannot write."""
+    """cuBLAS's one launch, plus what CuPy launches around it (cupy/_core/_routines_linalg.pyx: matmul,
+    dot, tensordot_core): a copy of an operand of another dtype; for 2-D products, a copy of an operand
+    neither C- nor F-contiguous, and of the result into an ``out`` that is not C-contiguous, of another
+    dtype, or that overlaps an operand; with more axes, a copy of every operand not C-contiguous, one
+    of the result into an ``out`` it cannot write, and, when one operand's batch axes broadcast against
+    the other's, the kernels that build the three arrays of matrix pointers for a batched GEMM."""
     dtype = np.promote_types(a.dtype, b.dtype)
     converts = int(a.dtype != dtype) + int(b.dtype != dtype)
-    if max(a.ndim, b.ndim) <= 2:
+    ndim = max(a.ndim, b.ndim)
+    if ndim <= 2:
         copies = sum(x.ndim == 2 and not (x.flags.c_contiguous or x.flags.f_contiguous) for x in (a, b))
+        pointers = 0
     else:
         copies = sum(not x.flags.c_contiguous and x.dtype == dtype for x in (a, b))
+        batch_a = (1,) * (ndim - a.ndim) + a.shape[:-2] if a.ndim > 1 else (1,) * (ndim - 2)
+        batch_b = (1,) * (ndim - b.ndim) + b.shape[:-2] if b.ndim > 1 else (1,) * (ndim - 2)
+        broadcast = any(min(sa, sb) == 1 and max(sa, sb) > 1 for sa, sb in zip(batch_a, batch_b, strict=True))
+        pointers = 3 * (ndim - 2) if broadcast else 0
     back = int(out is not None and (not out.flags.c_contiguous or out.dtype != dtype
                                     or np.may_share_memory(out, a) or np.may_share_memory(out, b)))
-    return {"matmul": 1, "matmul: operand copy": converts + copies, "matmul: copy into out": back}
+    return {"matmul": 1, "matmul: operand copy": converts + copies, "matmul: copy into out": back,
+            "matmul: pointer arrays": pointers}
 
 
 # NumPy functions that only look at metadata: no launch.

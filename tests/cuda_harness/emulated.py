@@ -9,8 +9,8 @@ parts injected:
   ``xp.asnumpy``/``.get()`` a device-to-host one, CuPy's functions, ufuncs and kernels refuse host
   arrays, and reductions give 0-d arrays. Every operation goes through :mod:`cuda_harness.device`,
   which counts the kernel launches CuPy would make (one per ufunc, reduction, data-producing function
-  or method, fill, setitem, RawKernel launch; a matmul's operand copies as CuPy's rules make them; none
-  for views and ``empty``), the transfers and the host reads (:func:`count_launches`), and emulates
+  or method, fill, setitem, RawKernel launch; for a matmul, the copies and pointer-array kernels CuPy
+  adds by its rules; none for views and ``empty``), the transfers and the host reads (:func:`count_launches`), and emulates
   streams, stream capture and CUDA graphs (``Stream.begin_capture``/``end_capture``, ``Graph.launch``)
   and memory pools (``MemoryPool``, ``using_allocator``).
 * ``runner``: :class:`EmulatedRunner`, kernels/cuda.py's :class:`~backprop.kernels.cuda.CupyRunner`
