@@ -86,7 +86,8 @@ class MemoryPointer:
 
 class MemoryPool:
     """cupy.cuda.MemoryPool's bookkeeping: blocks rounded up to 512 bytes, freed blocks cached for
-    reuse by an allocation of the same rounded size until ``free_all_blocks``."""
+    reuse by an allocation of the same rounded size until ``free_all_blocks``. (CuPy's ``allocator``
+    argument is taken and unused: the memory itself is NumPy's.)"""
 
     def __init__(self, allocator: Any = None) -> None:
         self._used = 0
@@ -307,14 +308,17 @@ def nested() -> bool:
     return _thread.nested > 0
 
 
-@contextlib.contextmanager
-def inside() -> Iterator[None]:
+class _Inside:
     """Run NumPy plainly: an operation's own steps, or a graph's replay, count as nothing more."""
-    _thread.nested += 1
-    try:
-        yield
-    finally:
+
+    def __enter__(self) -> None:
+        _thread.nested += 1
+
+    def __exit__(self, *exc: Any) -> None:
         _thread.nested -= 1
+
+
+inside = _Inside()
 
 
 Launches = int | dict[str, int]  # a number, or a number by name (a matmul's copies apart from its GEMM)
@@ -374,21 +378,15 @@ def launch(name: str, compute: Callable[[], Any], *, launches: Launches = 1, in_
             capture.operations.append((name, compute, launches))
             return None
         count(name, launches)
-        _thread.nested += 1
-        try:
+        with inside:
             return compute()
-        finally:
-            _thread.nested -= 1
-    _thread.nested += 1
-    try:
+    with inside:
         if capture is None:
             result = wrap(compute())
         else:  # computed on poisoned values, only for the result's shape and dtype
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
                 result = wrap(compute())
-    finally:
-        _thread.nested -= 1
     arrays = _arrays(result)
     if not arrays:
         return result  # metadata (a dtype, a shape): nothing ran

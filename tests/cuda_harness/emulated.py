@@ -10,9 +10,10 @@ parts injected:
   arrays, and reductions give 0-d arrays. Every operation goes through :mod:`cuda_harness.device`,
   which counts the kernel launches CuPy would make (one per ufunc, reduction, data-producing function
   or method, fill, setitem, RawKernel launch; for a matmul, the copies and pointer-array kernels CuPy
-  adds by its rules; none for views and ``empty``), the transfers and the host reads (:func:`count_launches`), and emulates
-  streams, stream capture and CUDA graphs (``Stream.begin_capture``/``end_capture``, ``Graph.launch``)
-  and memory pools (``MemoryPool``, ``using_allocator``).
+  adds by its rules; none for views and ``empty``), the transfers and the host reads
+  (:func:`count_launches`), and emulates streams, stream capture and CUDA graphs
+  (``Stream.begin_capture``/``end_capture``, ``Graph.launch``) and memory pools (``MemoryPool``,
+  ``using_allocator``).
 * ``runner``: :class:`EmulatedRunner`, kernels/cuda.py's :class:`~backprop.kernels.cuda.CupyRunner`
   (same block size and grid computation) whose compiled kernels are the same ``.cu`` sources built by
   g++ (:mod:`cuda_harness.harness`). Each launch is checked as CuPy and CUDA would take it: the grid
@@ -135,7 +136,7 @@ def _to_device(name: str, a: Any, dtype: Any = None, copy: bool | None = None, o
             return a
         return a.astype(a.dtype if dtype is None else dtype, order=order)
     device.host_to_device(f"xp.{name} of host data")
-    with device.inside():
+    with device.inside:
         result = np.array(a, dtype=dtype, order=order, copy=True, **kwargs).view(DeviceArray)
     device.allocate(result)
     return result
