@@ -149,9 +149,9 @@ def allocate(a: np.ndarray) -> None:
     refuses memory from anywhere but a private pool: CUDA (in CuPy's relaxed capture mode) would allow
     a cudaMalloc, but memory from the shared default pool, once freed, is handed to other work while the
     graph still writes it at every replay."""
-    if not a.nbytes:
-        return
     allocator = _thread.allocator
+    if not a.nbytes or allocator is None and not _capturing:
+        return  # the default pool keeps no accounts (it would cost every test's every array)
     if current_stream()._capture is not None and not _private_pool(allocator):
         refuse(f"allocating {a.nbytes:,} bytes outside the capture's private pool (allocate under "
                "cupy.cuda.using_allocator(pool.malloc) with a MemoryPool of the graph's own)", invalidate=True)
@@ -329,10 +329,13 @@ def _by_name(name: str, launches: Launches) -> dict[str, int]:
 
 
 def count(name: str, launches: Launches = 1) -> None:
-    for key, n in _by_name(name, launches).items():
-        if n:
-            COUNTS.launches += n
-            COUNTS.by_operation[key] += n
+    if isinstance(launches, int):
+        if launches:
+            COUNTS.launches += launches
+            COUNTS.by_operation[name] += launches
+        return
+    for key, n in launches.items():
+        count(key, n)
 
 
 def poison(a: np.ndarray) -> None:

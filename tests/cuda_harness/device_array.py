@@ -19,6 +19,8 @@ import numpy as np
 
 from cuda_harness import device
 
+_BASIC = (int, np.integer, slice, type(Ellipsis), type(None))  # basic indexing: a view
+
 
 class DeviceArray(np.ndarray):
     """An array in the emulated device's memory (exposed as ``xp.ndarray``)."""
@@ -68,6 +70,8 @@ class DeviceArray(np.ndarray):
             device.host_read("boolean mask indexing")  # the result's size depends on the values
         if sum(isinstance(k, (int, np.integer)) for k in keys) == self.ndim and len(keys) == self.ndim:
             key = (*keys, Ellipsis)  # one element: a 0-d view, as CuPy gives, not a NumPy scalar
+        if all(isinstance(k, _BASIC) for k in keys):
+            return np.ndarray.__getitem__(self, key)  # a view: no launch
         return device.launch("getitem", lambda: np.ndarray.__getitem__(self, key), wrap=to_device, inputs=(self,))
 
     def __setitem__(self, key: Any, value: Any) -> None:
