@@ -125,8 +125,9 @@ class Backend:
 
     # -- arrays ---------------------------------------------------------------------------------
     def is_array(self, a: Array) -> bool:
-        """True when ``a`` is an array that lives on this backend's device."""
-        return isinstance(a, self.xp.ndarray)
+        """True when ``a`` is an array that lives on this backend's device (for a host backend, not an
+        ndarray subclass that lives on a GPU, as the CPU tests' emulated CUDA arrays do)."""
+        return isinstance(a, self.xp.ndarray) and (self.xp is not np or not hasattr(a, "__cuda_array_interface__"))
 
     def asarray(self, a: Array, dtype: DTypeLike | None = None) -> Array:
         """Put ``a`` on this backend. Floating data get ``dtype`` (default: the backend's dtype); other

@@ -11,6 +11,9 @@ from backprop import runs
 from backprop.backends.cupy_backend import CupyBackend
 from backprop.cli import main
 from cuda_harness import emulated
+from cuda_harness.device_array import DeviceArray
+
+dev = emulated.EmulatedCupy().asarray  # a host-to-device copy
 
 
 @pytest.fixture
@@ -35,9 +38,10 @@ def test_kernels_run_through_the_emulated_runner(emulated_cupy):
 
 
 def test_arguments_are_packed_as_cupy_packs_them(relu):
-    x, y = np.ones(4, np.float32), np.empty(4, np.float32)
+    x, y = dev(np.ones(4, np.float32)), dev(np.empty(4, np.float32))
     relu((1,), (32,), (x, y, 4))  # a Python int is a 64-bit integer: the long long parameter
-    np.testing.assert_array_equal(y, 1)
+    np.testing.assert_array_equal(y.get(), 1)
+    relu((1,), (32,), (x, y, np.array([4])))  # a one-element host array: by value, as its dtype (int64)
     with pytest.raises(TypeError, match="packed as '\\*f\\*fi'"):
         relu((1,), (32,), (x, y, np.int32(4)))  # a NumPy scalar keeps its width
     with pytest.raises(TypeError, match="packed as '\\*f\\*fd'"):
@@ -48,20 +52,22 @@ def test_arguments_are_packed_as_cupy_packs_them(relu):
         relu((1,), (32,), (x, y, "4"))
     with pytest.raises(TypeError, match="must be a tuple"):
         relu((1,), (32,), [x, y, 4])
+    with pytest.raises(TypeError, match="numpy.ndarray of shape \\(4,\\) as a kernel parameter"):
+        relu((1,), (32,), (np.ones(4, np.float32), y, 4))  # host memory: CuPy refuses it
 
 
 def test_arrays_must_be_what_a_bare_pointer_can_describe(relu):
-    x, y = np.ones(8, np.float32), np.empty(4, np.float32)
+    x, y = dev(np.ones(8, np.float32)), dev(np.empty(4, np.float32))
     with pytest.raises(ValueError, match="not C-contiguous"):
         relu((1,), (32,), (x[::2], y, 4))
     with pytest.raises(ValueError, match="negative strides"):
         relu((1,), (32,), (x[::-1], y, 4))
     with pytest.raises(ValueError, match="not aligned"):
-        relu((1,), (32,), (np.frombuffer(bytes(20), np.float32, 4, offset=1), y, 4))
+        relu((1,), (32,), (np.frombuffer(bytes(20), np.float32, 4, offset=1).view(DeviceArray), y, 4))
 
 
 def test_launches_must_fit_cudas_limits(relu):
-    x, y = np.ones(4, np.float32), np.empty(4, np.float32)
+    x, y = dev(np.ones(4, np.float32)), dev(np.empty(4, np.float32))
     with pytest.raises(ValueError, match="block's x = 2048"):
         relu((1,), (2048,), (x, y, 4))
     with pytest.raises(ValueError, match="more than 1024 threads"):
@@ -106,4 +112,4 @@ def test_running_out_of_memory_anywhere_in_a_step_names_the_step(emulated_cupy, 
     monkeypatch.setattr(model.layers[-1], "backward", exhausted)
     with pytest.raises(GPUOutOfMemoryError, match=r"in a training step on a batch of \(4, 784\): CuPy could not "
                                                   r"allocate 123,456,789 bytes; .* bytes were free on GPU 0"):
-        train_step(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x, y)
+        train_step(model, SoftmaxCrossEntropy().to(emulated_cupy), Adam(model.parameters()), x, y)
