@@ -39,16 +39,6 @@ class ConvCache(NamedTuple):
     pad: Pair
 
 
-def _whole_batch(pixels: int, patch_columns: int) -> bool:
-    """Whether a convolution's products should run over the whole batch at once rather than per image.
-
-    With fewer output pixels per image than patch columns (OH*OW < C*KH*KW), per-image products are
-    small and many, and the transposed copies that whole-batch products need are small: whole-batch
-    products win, forward and backward (measured in bench/results/). Otherwise per-image products avoid
-    those copies, and their operands and results are views in NCHW order."""
-    return pixels < patch_columns
-
-
 def _is_int(v: Any) -> bool:
     return type(v) is int or isinstance(v, np.integer)
 
@@ -252,6 +242,15 @@ class Backend:
     def _col2im(self, col: Array, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, pad: Pair) -> Array:
         return ref.col2im(self.xp, col, x_shape, kernel, stride, pad)
 
+    def _whole_batch(self, pixels: int, patch_columns: int) -> bool:
+        """Whether a convolution's products run over the whole batch at once rather than per image.
+
+        With fewer output pixels per image than patch columns (OH*OW < C*KH*KW), per-image products are
+        small and many, and the transposed copies that whole-batch products need are small: whole-batch
+        products win, forward and backward (measured on the CPU, in bench/results/). Otherwise per-image
+        products avoid those copies, and their operands and results are views in NCHW order."""
+        return pixels < patch_columns
+
     def conv2d_forward(self, x: Array, W: Array, b: Array, stride: Pair, pad: Pair) -> tuple[Array, ConvCache]:
         """Convolution of NCHW ``x`` with ``W`` (O, C, KH, KW) plus ``b`` (O,): im2col, one matrix
         product with W as an (O, C*KH*KW) matrix, and the bias. Returns the output and the cache
@@ -270,7 +269,7 @@ class Backend:
         col = self._im2col(x, W.shape[2:], stride, pad)  # (N*OH*OW, CKK)
         ckk = col.shape[1]
         w = W.reshape(o, ckk)
-        if _whole_batch(oh * ow, ckk):
+        if self._whole_batch(oh * ow, ckk):
             # (O, CKK) @ (CKK, N*OH*OW), then the bias added on the way into NCHW order.
             rows = self._matmul(w, col.T).reshape(o, n, oh * ow)
             out = self.empty((n, o, oh * ow), dtype=x.dtype)
@@ -303,7 +302,7 @@ class Backend:
         dout = dout.reshape(n, o, pixels)  # a view of a contiguous gradient
         self._bias_grad(dout, db)
         rows = None
-        if _whole_batch(pixels, ckk):  # dout as one (O, N*OH*OW) matrix
+        if self._whole_batch(pixels, ckk):  # dout as one (O, N*OH*OW) matrix
             rows = self.xp.ascontiguousarray(dout.transpose(1, 0, 2)).reshape(o, n * pixels)
             self._matmul(rows, cache.col, out=dW.reshape(o, ckk))
         else:  # dW = sum over images of dout[n] @ col[n]

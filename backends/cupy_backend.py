@@ -153,6 +153,12 @@ class CupyBackend(Backend):
             # kinds): an extra pass that a GPU profile should weigh against other layouts.
             return self.xp.matmul(a, b, out=out)
 
+    def _whole_batch(self, pixels: int, patch_columns: int) -> bool:
+        """Always: one large cuBLAS product per convolution. Per-image products broadcast the weights
+        over the batch, for which CuPy copies the strided patch matrix and builds pointer arrays (five
+        launches more a step, forward and backward; counted on the emulated device)."""
+        return True
+
     def _im2col(self, x: Any, kernel: Pair, stride: Pair, pad: Pair) -> Any:
         if not self._native(x):
             return super()._im2col(x, kernel, stride, pad)
