@@ -238,9 +238,10 @@ def test_host_arrays_are_not_device_arrays(xp, emulated_cupy, harness_lib):
 
 
 def test_a_simple_conv_net_training_step_makes_at_most_30_launches(emulated_cupy, rng, capsys):
-    """SimpleConvNet, batch 100, Adam: at most 30 launches eagerly (there were 46 before the fused
-    kernels and whole-batch convolution products), none of them a host read or copy; as a CUDA graph,
-    exactly the eager step's device work, replayed with one launch plus the step scalars and batch copies."""
+    """SimpleConvNet, batch 100, Adam: at most 30 launches eagerly (the fused bias-ReLU and ReLU-pooling
+    kernels and whole-batch convolution products got it there), none of them a host read or copy; as a
+    CUDA graph, exactly the eager step's device work, replayed with one launch plus the step scalars and
+    the batch's copies."""
     b = emulated_cupy
     model = zoo.simple_conv_net(backend=b)
     loss, optimizer = SoftmaxCrossEntropy().to(b), Adam(model.parameters())
