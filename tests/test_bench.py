@@ -164,7 +164,7 @@ def test_cli_bench_writes_json_markdown_and_compares_two_runs(tmp_path, capsys):
     assert result["settings"]["train_images"] == 100 and result["settings"]["rounds"] == 1
     assert result["version"] == backprop.__version__ and result["machine"]["cpus"] >= 1
     compared = subprocess.run([sys.executable, "-m", "backprop", "bench", "--compare", str(json_path), str(json_path)],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)  # the installed backprop
     assert compared.returncode == 0, compared.stderr
     assert re.search(r"^\| mlp \| numpy \| .* \| 1\.00 \|$", compared.stdout, re.M), compared.stdout
 

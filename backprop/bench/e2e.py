@@ -28,6 +28,7 @@ import math
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -228,9 +229,12 @@ def run_job(job: Job) -> dict[str, Any]:
 
 
 def child(job: Job) -> dict[str, Any]:
-    """``job`` run in a subprocess of its own, so that its peak memory and its device are its own."""
-    r = subprocess.run([sys.executable, "-m", "backprop.bench.e2e", json.dumps(asdict(job))],
-                       capture_output=True, text=True)
+    """``job`` run in a subprocess of its own, so that its peak memory and its device are its own. It runs
+    in an empty folder: ``-m`` puts the working folder first on the import path, where a source checkout's
+    ``backprop/`` (which lacks ``backends/`` until installed) would shadow the installed package."""
+    with tempfile.TemporaryDirectory() as empty:
+        r = subprocess.run([sys.executable, "-m", "backprop.bench.e2e", json.dumps(asdict(job))],
+                           capture_output=True, text=True, cwd=empty)
     for line in r.stdout.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])
