@@ -492,12 +492,14 @@ class Backend:
     def _softmax_backward(self, dout: Array, y: Array) -> Array:
         return ref.softmax_backward(self.xp, dout, y)
 
-    def softmax_cross_entropy(self, logits: Array, target: Array) -> tuple[Array, Array]:
+    def softmax_cross_entropy(self, logits: Array, target: Array, hits: Array | None = None) -> tuple[Array, Array]:
         """(mean loss, dlogits) of (N, K) logits against integer labels (N,) or (N, K) rows of
         probabilities (the target's rank decides; integer rows count as probabilities). An empty batch
-        has no mean and is refused; a label out of range gives NaN (``reference.softmax_cross_entropy``)."""
+        has no mean and is refused; a label out of range gives NaN (``reference.softmax_cross_entropy``).
+        With ``hits`` (an (N,) array of the logits' dtype), each row's correct prediction (1 or 0,
+        ``reference.prediction_hits``) is written there too: on a GPU, in the same kernel."""
         kernel = "softmax_cross_entropy"
-        self._operands(kernel, logits=logits)
+        self._operands(kernel, logits=logits, hits=hits)
         _ndim(kernel, "logits", logits, 2)
         if logits.shape[0] == 0 or logits.shape[1] == 0:
             raise ValueError(f"{kernel}: logits of shape {tuple(logits.shape)} hold no sample or no class, and "
@@ -507,9 +509,13 @@ class Backend:
         else:  # probabilities, in the logits' dtype
             self.check_array(target, f"{kernel}'s target", logits.dtype)
         _shape(kernel, "target", target, logits.shape[:1] if target.ndim == 1 else logits.shape)
-        return self._softmax_cross_entropy(logits, target)
+        if hits is not None:
+            _shape(kernel, "hits", hits, logits.shape[:1])
+        return self._softmax_cross_entropy(logits, target, hits)
 
-    def _softmax_cross_entropy(self, logits: Array, target: Array) -> tuple[Array, Array]:
+    def _softmax_cross_entropy(self, logits: Array, target: Array, hits: Array | None = None) -> tuple[Array, Array]:
+        if hits is not None:
+            ref.prediction_hits(self.xp, logits, target, hits)
         return ref.softmax_cross_entropy(self.xp, logits, target)
 
     # -- kernels: optimizer updates (in place; the gradient may broadcast against the parameter) ---

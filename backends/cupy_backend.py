@@ -245,12 +245,12 @@ class CupyBackend(Backend):
             return super()._softmax_backward(dout, y)
         return self._activation("softmax_backward", dout, y)
 
-    def _softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
+    def _softmax_cross_entropy(self, logits: Any, target: Any, hits: Any | None = None) -> tuple[Any, Any]:
         labels = target.ndim == 1  # as the reference decides: (N,) labels, else (N, K) probabilities
-        if not self._native(logits, *(() if labels else (target,))):
-            return super()._softmax_cross_entropy(logits, target)
+        if not self._native(logits, *(() if labels else (target,)), in_place=() if hits is None else (hits,)):
+            return super()._softmax_cross_entropy(logits, target, hits)
         with self.guard("softmax_cross_entropy", logits, target):
-            return cuda.softmax_cross_entropy(logits, target, runner=self.runner)
+            return cuda.softmax_cross_entropy(logits, target, hits, runner=self.runner)
 
     # -- optimizer updates (in place) ------------------------------------------------------------------
     def _native_update(self, p: Any, g: Any, *state: Any) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 
 from backprop.backends.base import Backend, Pair
 from backprop.backends.install import pip_install
+from backprop.kernels import reference as ref
 from backprop.kernels.arrays import Scalar
 from backprop.kernels.reference import conv_output_size
 
@@ -153,7 +154,9 @@ class NumbaBackend(Backend):
     def _tanh_backward(self, dout: Any, y: Any) -> Any:
         return self._map(self.k.tanh_backward, dout, y)
 
-    def _softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
+    def _softmax_cross_entropy(self, logits: Any, target: Any, hits: Any | None = None) -> tuple[Any, Any]:
+        if hits is not None:  # (an argmax over (N, K): small beside the loss's pass)
+            ref.prediction_hits(np, logits, target, hits)
         logits = np.ascontiguousarray(logits)
         grad = np.empty_like(logits)
         if target.ndim == 1:

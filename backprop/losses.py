@@ -16,6 +16,7 @@ import numpy as np
 
 from backprop.backends import Array
 from backprop.checks import check_labels
+from backprop.metrics import correct_count
 from backprop.module import Module
 
 
@@ -25,9 +26,17 @@ class Loss(Module):
     # values back to the host, a device synchronization on a GPU; ``fit`` and ``evaluate`` check each
     # dataset once instead and turn this off while they run (see :func:`targets_checked`).
     check_values = True
+    # Where a binary loss's outputs decide between the classes (probabilities: 0.5, logits: 0); None for
+    # a loss whose outputs are classes (argmax) or values.
+    threshold: float | None = None
 
     def forward(self, pred: Array, target: Array) -> Array:
         raise NotImplementedError
+
+    def correct(self, pred: Array, target: Array) -> tuple[Array, int]:
+        """(correct predictions as a 0-d backend array, how many were counted) of this loss's outputs
+        ``pred`` against ``target``: accuracy with no host read (:func:`backprop.metrics.correct_count`)."""
+        return correct_count(pred, target, self.threshold)
 
     def backward(self) -> Array:
         raise NotImplementedError
@@ -114,6 +123,8 @@ class BinaryCrossEntropy(_BinaryLoss):
     confident wrong answer gives a large finite loss instead of inf.
     """
 
+    threshold = 0.5
+
     def forward(self, pred: Array, target: Array) -> Array:
         target = self._check(pred, target)
         xp = self.backend.xp
@@ -128,6 +139,8 @@ class BinaryCrossEntropy(_BinaryLoss):
 
 class BCEWithLogits(_BinaryLoss):
     """Sigmoid and binary cross-entropy in one, on logits: stable for any logit size."""
+
+    threshold = 0.0
 
     def forward(self, pred: Array, target: Array) -> Array:
         target = self._check(pred, target)
@@ -171,10 +184,21 @@ class SoftmaxCrossEntropy(Loss):
         if target.size and not float(abs(target.sum(axis=1) - 1).max()) <= 1e-3:
             raise ValueError(f"{type(self).__name__}: each row of probability targets must sum to 1")
 
+    _hits: tuple[Array, Array] | None = None  # (the logits, their rows' hits) of the last forward
+
     def forward(self, pred: Array, target: Array) -> Array:
         target = self._check(pred, target)
-        loss, self.grad = self.backend.softmax_cross_entropy(pred, target)
+        hits = self.backend.empty((pred.shape[0],), dtype=pred.dtype)
+        loss, self.grad = self.backend.softmax_cross_entropy(pred, target, hits)
+        self._hits = (pred, hits)
         return loss
+
+    def correct(self, pred: Array, target: Array) -> tuple[Array, int]:
+        """For the logits of the last forward, against its targets, the count its kernel made in the
+        same pass (on a GPU, no launches of its own but the sum); otherwise counted anew."""
+        if self._hits is not None and self._hits[0] is pred:
+            return self._hits[1].sum(), int(pred.shape[0])
+        return super().correct(pred, target)
 
     def backward(self) -> Array:
         return self.grad

@@ -31,7 +31,8 @@ from backprop.distributed import Communicator, GradientAverager, broadcast_array
 from backprop.graphs import CudaGraphStep
 from backprop.layers.base import Layer
 from backprop.layers.norm import _BatchNorm
-from backprop.losses import MSE, BCEWithLogits, BinaryCrossEntropy, Loss, targets_checked
+from backprop.losses import MSE, Loss, targets_checked
+from backprop.metrics import correct_count
 from backprop.optim import Optimizer
 from backprop.schedules import LRScheduler
 
@@ -71,51 +72,25 @@ def device_step(model: Layer, loss: Loss, optimizer: Optimizer, x: Array, y: Arr
 
 
 # -- metrics, kept on the device ----------------------------------------------------------------------
-def correct_count(pred: Array, target: Array, threshold: float | None = None) -> tuple[Array, int]:
-    """(correct, total) predictions: correct as a 0-d backend array (no host read), total an int.
-
-    With a ``threshold`` (binary or multi-label outputs) every element counts: ``pred > threshold``
-    against ``target > 0.5``. Without one, (N, K>1) outputs are classes (argmax against integer labels
-    or one-hot rows) and (N,) or (N, 1) outputs are probabilities thresholded at 0.5.
-    """
-    if threshold is None and pred.ndim == 2 and pred.shape[1] > 1:
-        labels = target if target.ndim == 1 else target.argmax(axis=1)
-        if labels.shape != pred.shape[:1]:
-            raise ValueError(f"accuracy: labels of shape {tuple(target.shape)} do not fit outputs "
-                             f"{tuple(pred.shape)}")
-        return (pred.argmax(axis=1) == labels).sum(), int(pred.shape[0])
-    if target.size != pred.size:
-        raise ValueError(f"accuracy: targets of shape {tuple(target.shape)} do not fit outputs "
-                         f"{tuple(pred.shape)}")
-    hits = (pred > (0.5 if threshold is None else threshold)) == (target.reshape(pred.shape) > 0.5)
-    return hits.sum(), int(pred.size)
-
-
-def _threshold(loss: Loss | None) -> float | None:
-    """The decision threshold of a binary loss's outputs (logits: 0, probabilities: 0.5), else None."""
-    if isinstance(loss, BCEWithLogits):
-        return 0.0
-    return 0.5 if isinstance(loss, BinaryCrossEntropy) else None
-
-
 class RunningSums:
     """The sum of batch loss x batch size and the count of correct predictions, as one float64 pair on
     the backend: adding to them queues device work and never waits; :meth:`read` is one host read.
     (float64 holds counts exactly and adds the float32 losses as a host loop over floats would.)"""
 
     def __init__(self, backend: Any, loss_sum: float = 0.0, correct: int = 0, accuracy: bool = False,
-                 threshold: float | None = None) -> None:
+                 loss: Loss | None = None) -> None:
         self.backend = backend
         self.sums = backend.xp.asarray([loss_sum, correct], dtype=np.float64)
-        self.accuracy, self.threshold = accuracy, threshold
+        self.accuracy, self.loss = accuracy, loss  # the loss counts its outputs' correct predictions
         self.per_sample = 1  # accuracy's counted values per sample (every output value, with a threshold)
 
     def add(self, value: Array | None, out: Array, target: Array) -> None:
+        loss_sum, correct = self.sums[:1], self.sums[1:]  # views, added to in place (no copy back)
         if value is not None:
-            self.sums[:1] += value.astype(np.float64) * len(out)  # (a slice: in place, no scalar round trip)
+            loss_sum += value.astype(np.float64) * len(out)
         if self.accuracy:
-            correct, total = correct_count(out, target, self.threshold)
-            self.sums[1:] += correct
+            hits, total = correct_count(out, target) if self.loss is None else self.loss.correct(out, target)
+            correct += hits
             self.per_sample = total // max(1, len(out))
 
     def read(self) -> tuple[float, int]:
@@ -455,7 +430,7 @@ class _Runner:
             st.order = loop.loader.order()
         comm = self.comm
         base = (st.loss_sum, st.correct) if comm.rank == 0 else (0.0, 0)  # (the sums add over the ranks)
-        sums = RunningSums(backend, *base, "accuracy" in self.metrics, _threshold(loop.loss))
+        sums = RunningSums(backend, *base, "accuracy" in self.metrics, loop.loss)
         self.hooks.on_epoch_begin(loop)
         start = time.perf_counter()
         next_report = start + self.report_interval
@@ -552,7 +527,7 @@ def _evaluate(model: Layer, loader: DataLoader, loss: Loss | None, metrics: Sequ
     part of every batch and the scores are over all ranks (no confusion matrix)."""
     backend = model.backend
     comm = comm or Communicator()
-    sums = RunningSums(backend, accuracy="accuracy" in metrics, threshold=_threshold(loss))
+    sums = RunningSums(backend, accuracy="accuracy" in metrics, loss=loss)
     matrix, seen = None, 0
     guard = targets_checked(loss) if loss is not None else nullcontext()
     with _mode(model, False), guard:

@@ -385,10 +385,11 @@ def softmax_backward(dout: Any, y: Any, runner: Runner | None = None) -> Any:
     return dx
 
 
-def softmax_cross_entropy(logits: Any, target: Any, runner: Runner | None = None) -> tuple[Any, Any]:
+def softmax_cross_entropy(logits: Any, target: Any, hits: Any | None = None,
+                          runner: Runner | None = None) -> tuple[Any, Any]:
     """(mean loss as a 0-d array, dlogits) against integer labels (N,) or probabilities (N, K) of
     the logits' dtype. A label outside [0, K) makes the loss and its gradient row NaN, as in the
-    reference."""
+    reference. With ``hits`` (N,), each row's correct prediction is written there in the same pass."""
     r = runner or default_runner()
     logits = r.xp.ascontiguousarray(logits)
     if logits.ndim != 2 or logits.shape[1] == 0:
@@ -405,7 +406,10 @@ def softmax_cross_entropy(logits: Any, target: Any, runner: Runner | None = None
         kernel = "softmax_cross_entropy_probs"
         target = r.xp.ascontiguousarray(target)
         _same("probability targets", target, (n, k), logits.dtype)
-    r.launch(kernel, logits.dtype, n, (logits, target, grad, row_loss, *_i64(n, k), t(n)))
+    if hits is not None:
+        _in_place("softmax_cross_entropy's hits", hits, (n,), logits.dtype)
+    r.launch(kernel, logits.dtype, n, (logits, target, grad, row_loss, row_loss if hits is None else hits,
+                                       *_i64(n, k), t(n), np.int32(hits is not None)))
     return r.xp.asarray(row_loss.mean()), grad  # one reduction launch: CuPy divides by n in its post-map
 
 

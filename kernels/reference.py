@@ -291,6 +291,14 @@ def softmax_cross_entropy(xp: Any, logits: Array, target: Array) -> tuple[Array,
     return loss, grad
 
 
+def prediction_hits(xp: Any, logits: Array, target: Array, out: Array) -> None:
+    """out[i] = 1 where row i's largest logit is its class (the label, or the largest target
+    probability; the first of equal ones, as argmax takes it), else 0: what softmax_cross_entropy's
+    ``hits`` receives, so that accuracy needs no pass of its own."""
+    labels = target if target.ndim == 1 else target.argmax(axis=1)
+    xp.equal(logits.argmax(axis=1), labels, out=out, casting="unsafe")
+
+
 def flush_subnormal(xp: Any, state: Array) -> None:
     """Set entries of an optimizer's decaying state (momentum, running squares) smaller in magnitude
     than the dtype's smallest normal number to zero, in place; NaN stays NaN.

@@ -262,3 +262,25 @@ def test_a_simple_conv_net_training_step_makes_at_most_30_launches(emulated_cupy
     assert eager.launches <= 30, eager
     assert step.graph.by_operation() == device_half.by_operation
     assert replayed.by_operation["graph"] == 1 and replayed.host_reads == 0
+
+
+def test_fit_counts_accuracy_from_the_losss_own_pass(emulated_cupy, rng):
+    """fit's running loss and accuracy add 5 launches to a step (the loss: astype, multiply, add; the
+    correct count: the sum of the softmax-cross-entropy kernel's hits, and an add): no argmax pass of
+    their own, no copy back, no host read."""
+    b = emulated_cupy
+    model = zoo.simple_conv_net(backend=b)
+    loss, optimizer = SoftmaxCrossEntropy().to(b), Adam(model.parameters())
+    x = b.asarray(rng.standard_normal((100, 1, 28, 28)).astype(np.float32))
+    y = b.xp.asarray(rng.integers(0, 10, 100))
+    sums = training.RunningSums(b, accuracy=True, loss=loss)
+    with targets_checked(loss):
+        value, out = training.train_step(model, loss, optimizer, x, y)
+        _, step = count_launches(b, lambda: training.train_step(model, loss, optimizer, x, y))
+        value, out = training.train_step(model, loss, optimizer, x, y)
+        _, added = count_launches(b, lambda: sums.add(value, out, y))
+    assert added.launches == 5 and "argmax" not in added.by_operation, added
+    assert added.host_reads == added.host_to_device == added.device_to_host == 0
+    hits = int((b.to_numpy(out).argmax(axis=1) == b.to_numpy(y)).sum())
+    assert sums.read()[1] == hits
+    assert step.launches <= 30

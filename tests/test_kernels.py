@@ -332,6 +332,28 @@ def test_pool_2x2_parity_hypothesis(accel_backend, case):
                                   through_relu)
 
 
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_softmax_cross_entropy_counts_hits_like_argmax(backend, probabilities, rng):
+    """The accuracy counted in the loss's own pass: 1 where argmax(logits) is the class, with NumPy's
+    argmax (the first of equal logits; the first NaN), against labels or probability rows; the loss and
+    gradient are those without hits."""
+    logits = rng.integers(-2, 3, (40, 5)).astype(np.float32)  # ties
+    logits[3, 2] = logits[7, 0] = logits[9, 4] = np.nan
+    logits[11] = np.inf
+    labels = rng.integers(0, 5, 40)
+    target = np.eye(5, dtype=np.float32)[labels] if probabilities else labels
+    if probabilities:
+        target[0] = [0.25, 0.25, 0.5, 0.0, 0.0]
+    hits = backend.zeros((40,))
+    with np.errstate(invalid="ignore"):
+        loss, grad = backend.softmax_cross_entropy(backend.asarray(logits), backend.asarray(target), hits)
+        plain_loss, plain_grad = backend.softmax_cross_entropy(backend.asarray(logits), backend.asarray(target))
+    want = (logits.argmax(axis=1) == (target.argmax(axis=1) if probabilities else labels)).astype(np.float32)
+    np.testing.assert_array_equal(host(backend, hits), want)
+    np.testing.assert_array_equal(host(backend, grad), host(backend, plain_grad))
+    np.testing.assert_array_equal(host(backend, loss), host(backend, plain_loss))
+
+
 @pytest.mark.parametrize("accel_backend", overriding("maxpool2d_relu", "maxpool2d_relu_backward"), indirect=True)
 @pytest.mark.parametrize("window", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((2, 3), (1, 2), (0, 1))])
 def test_relu_pooling_parity_with_special_values(accel_backend, window, rng):

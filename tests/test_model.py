@@ -318,7 +318,7 @@ def test_parameter_data_must_have_the_backend_s_dtype(backend):
 
 
 def test_accuracy_counts(backend):
-    from backprop.training import correct_count
+    from backprop.metrics import correct_count
     a = backend.asarray
     probs = a(np.array([[0.9], [0.2], [0.6], [0.4]], np.float32))
     assert correct_count(probs, a(np.array([1, 0, 0, 0]))) == (3, 4)  # (N, 1) against (N,): no broadcasting
