@@ -14,7 +14,8 @@ and outputs it returns are overwritten by the next replay.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from backprop.backends import Array
@@ -40,18 +41,19 @@ def graph_problem(model: Layer) -> str | None:
 
 
 class CudaGraphStep:
-    """A training step for one batch shape as a CUDA graph: ``step(x, y)`` runs ``warmup`` eager steps,
-    captures the next one on its own stream with a memory pool of its own, and replays it from then on.
-    Batches of another shape (the last, partial one) run eagerly. Use it inside ``with step.stream:``
-    so that the eager work around it (batches, metrics) is ordered with the replays."""
+    """A training step on full batches of ``batch_size`` as a CUDA graph: ``step(x, y)`` runs ``warmup``
+    eager steps, captures the next full batch's step on a stream of its own with a memory pool of its
+    own, and replays it from then on; other batches (the last, partial one) run eagerly. Run the
+    training loop inside :meth:`running`, so that the eager work around the steps (batches, metrics) is
+    in order with the replays."""
 
-    def __init__(self, device_step: DeviceStep, model: Layer, loss: Loss, optimizer: Optimizer,
+    def __init__(self, device_step: DeviceStep, model: Layer, loss: Loss, optimizer: Optimizer, batch_size: int,
                  warmup: int = WARMUP_STEPS) -> None:
         problem = graph_problem(model)
         if problem is not None:
             raise ValueError(f"cuda_graph=True: {problem}; train without it")
         self.device_step, self.model, self.loss, self.optimizer = device_step, model, loss, optimizer
-        self.warmup = warmup
+        self.batch_size, self.warmup = batch_size, warmup
         cuda = model.backend.xp.cuda
         self.stream = cuda.Stream(non_blocking=True)
         self.pool = cuda.MemoryPool()  # the graph's own: nothing allocated outside it reuses its memory
@@ -62,29 +64,43 @@ class CudaGraphStep:
         self._inputs: tuple[Array, Array] | None = None
         self._outputs: tuple[Array, Array] | None = None
 
+    @property
+    def warming_up(self) -> bool:
+        """Whether the steps so far were warm-up (compiling, setting up, capturing), not yet training speed."""
+        return self.graph is None and self.eager_steps <= self.warmup
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """The graph's stream as the current one, after the device finished what was queued before (the
+        data and state put there on the default stream, which a non-blocking stream does not wait for)."""
+        self.model.backend.synchronize()
+        with self.stream:
+            yield
+
     def __call__(self, x: Array, y: Array) -> tuple[Array, Array]:
         """One training step on (x, y): (loss, outputs), valid until the next step."""
         key = (x.shape, x.dtype, y.shape, y.dtype)
-        if self.graph is None and self.eager_steps >= self.warmup and (self._key in (None, key)):
-            self._capture(x, y)
-        if self.graph is not None and key == self._key:
-            return self._replay(x, y)
-        self._key = self._key or key  # the first batch's shape is the one captured
-        self.eager_steps += 1
-        self.optimizer.begin_step()
-        return self.device_step(self.model, self.loss, self.optimizer, x, y)
+        with self.stream:
+            if self.graph is None and self.eager_steps >= self.warmup and x.shape[0] == self.batch_size:
+                self._capture(x, y)
+            if self.graph is not None and key == self._key:
+                return self._replay(x, y)
+            self.eager_steps += 1
+            self.optimizer.begin_step()
+            return self.device_step(self.model, self.loss, self.optimizer, x, y)
 
     def _capture(self, x: Array, y: Array) -> None:
-        self._key = (x.shape, x.dtype, y.shape, y.dtype)
-        self._inputs = (x.copy(), y.copy())  # the static input buffers, outside the graph's pool
-        cuda = self.model.backend.xp.cuda
-        with cuda.using_allocator(self.pool.malloc), self.stream:
+        inputs = (x.copy(), y.copy())  # the static input buffers, outside the graph's pool
+        with self.model.backend.xp.cuda.using_allocator(self.pool.malloc):
             self.stream.begin_capture()
             try:
-                self._outputs = self.device_step(self.model, self.loss, self.optimizer, *self._inputs)
-            finally:
-                graph = self.stream.end_capture()  # ends the capture even when the step failed in it
-        self.graph = graph
+                outputs = self.device_step(self.model, self.loss, self.optimizer, *inputs)
+            except BaseException:
+                with suppress(Exception):  # the step's own error says why; ending the capture may fail too
+                    self.stream.end_capture()
+                raise
+            self.graph = self.stream.end_capture()
+        self._key, self._inputs, self._outputs = (x.shape, x.dtype, y.shape, y.dtype), inputs, outputs
 
     def _replay(self, x: Array, y: Array) -> tuple[Array, Array]:
         assert self._inputs is not None and self._outputs is not None

@@ -358,7 +358,6 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
     if cuda_graph and comm.size > 1:
         raise ValueError(f"cuda_graph=True trains one process; this is rank {comm.rank} of {comm.size}: train "
                          "data-parallel without it")
-    step = CudaGraphStep(device_step, model, loss, optimizer) if cuda_graph else None  # refuses what it cannot
 
     if seed is None and shuffle and not isinstance(x, DataLoader):  # the order follows manual_seed, as in PyTorch
         seed = backend.draw_seed()
@@ -376,10 +375,11 @@ def fit(model: Layer, x: Array, y: Array = None, *, loss: Loss, optimizer: Optim
     if comm.size > 1:
         check_shares(comm.size, len(loader.x), loader.batch_size)
         loader.load_state_dict(comm.broadcast_json(loader.state_dict()))  # one global order for every rank
+    step = CudaGraphStep(device_step, model, loss, optimizer, loader.batch_size) if cuda_graph else None
     loop = Loop(model, loss, optimizer, loader, int(epochs), state or TrainingState(), graph=step)
     hooks = CallbackList([*callbacks, *((ProgressBar(), EpochLine()) if progress else ())])
     runner = _Runner(loop, hooks, val_loader, scheduler, metrics, report_interval, comm)
-    with _mode(model, True), targets_checked(loss), (step.stream if step else nullcontext()):
+    with _mode(model, True), targets_checked(loss), (step.running() if step else nullcontext()):
         if comm.size > 1:
             broadcast_arrays(comm.array_comm(backend), list(runner.snapshot.arrays().values()))
         if not runner.snapshot.finite():
@@ -447,7 +447,7 @@ class _Runner:
             if not self.warmed_up:
                 backend.synchronize()
                 warmup = (warmup[0] + samples, warmup[1] + time.perf_counter() - step_start)
-                self.warmed_up = loop.graph is None or loop.graph.graph is not None  # a graph: until captured
+                self.warmed_up = loop.graph is None or not loop.graph.warming_up
             sums.add(value, out, yb)
             st.batch += 1
             st.seen += samples

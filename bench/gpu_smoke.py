@@ -8,7 +8,8 @@ one JSON file, so that the first GPU run says at once what works:
 2. three SimpleConvNet steps (batch 100, Adam) on cupy and numpy from the same weights and batches:
    losses and weights agree to float32 rounding;
 3. three more steps under ``cupyx.allow_synchronize(False)``: no step waits for the device;
-4. fit with and without ``cuda_graph=True``, same seed: the same weights, bit for bit.
+4. fit with and without ``cuda_graph=True``, same seed: the same weights (to 1e-5; whether bit for bit
+   is reported: cuBLAS promises bit-equal results on one stream only).
 
 Without a GPU the script says so and exits 2 (the emulated device of the test suite is for tests only).
 """
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from backprop import available_backends, get_backend, manual_seed, zoo
-from backprop.losses import SoftmaxCrossEntropy
+from backprop.losses import SoftmaxCrossEntropy, targets_checked
 from backprop.optim import Adam
 from backprop.training import fit, train_step
 
@@ -77,11 +78,11 @@ def sync_free(backend: Any) -> dict[str, Any]:
     model, opt = _model(backend)
     loss = SoftmaxCrossEntropy(backend)
     batches = [(backend.asarray(x), backend.asarray(y)) for x, y in _batches(6)]
-    for x, y in batches[:3]:  # warm-up: compile, cuBLAS handles, optimizer state
+    for x, y in batches[:3]:  # warm-up: compile, cuBLAS handles, optimizer state; labels checked once
         train_step(model, loss, opt, x, y)
     backend.synchronize()
     start = time.perf_counter()
-    with cupyx.allow_synchronize(False):
+    with targets_checked(loss), cupyx.allow_synchronize(False):  # as fit runs its steps
         for x, y in batches[3:]:
             train_step(model, loss, opt, x, y)
     queued = time.perf_counter() - start
@@ -101,8 +102,9 @@ def graph_equals_eager(backend: Any) -> dict[str, Any]:
         timing["graph_s" if graph else "eager_s"] = round(time.perf_counter() - start, 3)
         weights.append([backend.to_numpy(p.data) for p in model.parameters()])
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(*weights, strict=True))
-    assert diff == 0.0, f"graph and eager weights differ by up to {diff}"
-    return {"max_weight_abs_diff": diff, **timing}
+    # Bit-equal on the emulated device; on a GPU cuBLAS may choose other algorithms on another stream.
+    assert diff <= 1e-5, f"graph and eager weights differ by up to {diff}"
+    return {"max_weight_abs_diff": diff, "bit_equal": diff == 0.0, **timing}
 
 
 CHECKS: dict[str, Callable[[Any], dict[str, Any]]] = {

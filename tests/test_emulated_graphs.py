@@ -251,8 +251,8 @@ def test_a_simple_conv_net_training_step_makes_at_most_30_launches(emulated_cupy
         training.train_step(model, loss, optimizer, x, y)  # warm-up: the optimizer's state exists now
         _, eager = count_launches(b, lambda: training.train_step(model, loss, optimizer, x, y))
         _, device_half = count_launches(b, lambda: training.device_step(model, loss, optimizer, x, y))
-        step = CudaGraphStep(training.device_step, model, loss, optimizer, warmup=0)
-        with step.stream:
+        step = CudaGraphStep(training.device_step, model, loss, optimizer, batch_size=100, warmup=0)
+        with step.running():
             step(x, y)  # the capture, then its first replay
             _, replayed = count_launches(b, lambda: step(x, y))
     with capsys.disabled():

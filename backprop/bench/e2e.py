@@ -125,6 +125,7 @@ class OursTrainer:
         out = [(self.backend.asarray(x), self.backend.asarray(y)) for x, y in host_batches]
         for _, y in out:  # once, as fit does; the steps then read nothing back
             check_labels(y, 10, "training labels")
+        self.backend.synchronize()  # the copies done before a graph's own stream reads them
         return out
 
     def build(self, ours: Sequential, lr: float) -> None:
@@ -137,12 +138,11 @@ class OursTrainer:
         if self.graph:
             from backprop.graphs import CudaGraphStep
             from backprop.training import device_step
-            self.graph_step = CudaGraphStep(device_step, ours, self.loss, self.opt)
+            self.graph_step = CudaGraphStep(device_step, ours, self.loss, self.opt, BATCH)
 
     def step(self, x: Any, y: Any) -> None:
         if self.graph:
-            with self.graph_step.stream:
-                self.graph_step(x, y)
+            self.graph_step(x, y)  # (on its own stream)
             return
         from backprop.training import train_step
         train_step(self.model, self.loss, self.opt, x, y)
