@@ -44,11 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,4,8,16", help="comma-separated thread counts (default 1,4,8,16)")
     p.add_argument("--out", type=Path, required=True, help="folder for the table and the runs")
     args, extra = p.parse_known_args(argv)  # anything else goes to backprop bench (--rounds, --backends, ...)
-    counts = [int(t) for t in args.threads.split(",")]
-    results = {t: report.read_result(run(t, args.out, extra)) for t in counts}
-    text = table(results)
+    results: dict[int, dict] = {}
+    title = "SimpleConvNet, batch 100, float32 (`backprop bench`)"
+    for t in (int(t) for t in args.threads.split(",")):  # the table rewritten after each count: a run cut
+        results[t] = report.read_result(run(t, args.out, extra))  # short keeps what it measured
+        text = table(results)
+        report.write_text(args.out / "cpu-threads.md", f"{title}\n\n{text}\n")
     print(text)
-    report.write_text(args.out / "cpu-threads.md", f"SimpleConvNet, batch 100, float32 (`backprop bench`)\n\n{text}\n")
     return 0
 
 

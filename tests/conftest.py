@@ -24,6 +24,14 @@ from cuda_harness import emulated, harness
 from skip_summary import pytest_terminal_summary  # noqa: F401  (the hook: skips summed up by reason)
 
 GPU_BACKENDS = {"cupy"}
+NO_POOL_ENV = "BACKPROP_CUPY_POOL"  # "0": CuPy allocates every array with cudaMalloc (for compute-sanitizer)
+
+
+def pytest_configure(config):
+    if os.environ.get(NO_POOL_ENV) == "0" and available_backends()["cupy"] is None:
+        import cupy
+
+        cupy.cuda.set_allocator(None)  # the pool's large blocks would hide a small overrun from memcheck
 EMULATED = "cupy-emulated"  # CupyBackend on the emulated device; not a registered backend
 
 

@@ -203,7 +203,9 @@ def run_job(job: Job) -> dict[str, Any]:
     trainer.sync()
     row: dict[str, Any] = {"cold_start_s": clock() - t0, "context_s": context, "flops_per_step": step_flops(ours)}
     t = clock()
-    warm = epoch[1:] if job.accuracy else [epoch[i % len(epoch)] for i in range(1, WARMUP_STEPS + 1)]
+    # the accuracy epoch's other batches, else warm-up steps (also when the epoch is one batch: the
+    # windows' length in steps is taken from these)
+    warm = epoch[1:] if job.accuracy and len(epoch) > 1 else [epoch[i % len(epoch)] for i in range(1, WARMUP_STEPS + 1)]
     for x, y in warm:
         trainer.step(x, y)
     trainer.sync()

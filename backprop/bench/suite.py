@@ -111,8 +111,10 @@ def run_bench(plan: Plan, out: Path = DEFAULT_OUT, backends: Sequence[str] | Non
         if version is None:
             note(f"PyTorch rows: none, {why}")
         else:
-            settings.torch_rows = ["torch", "torch-cuda", "torch-cuda-graph"] if cuda else ["torch"]
-            note(f"PyTorch {version}: " + ("CPU, CUDA eager and CUDA graphs" if cuda else "CPU only (no GPU)"))
+            gpu = cuda and "cupy" in names  # PyTorch on the GPU beside ours on the GPU
+            settings.torch_rows = ["torch", "torch-cuda", "torch-cuda-graph"] if gpu else ["torch"]
+            note(f"PyTorch {version}: " + ("CPU, CUDA eager and CUDA graphs" if gpu else
+                                           "CPU only (" + ("no GPU backend measured)" if cuda else "no GPU)")))
     elif plan.e2e_on:
         note("PyTorch rows: none (--no-torch)")
     result: dict[str, Any] = {"version": _version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
