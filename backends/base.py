@@ -383,11 +383,15 @@ class Backend:
         return self._maxpool2d_backward(dout * (y > 0), argmax, x_shape, kernel, stride, pad)
 
     # -- kernels: bias over the channel axis (axis 1) --------------------------------------------
+    def _channel_bias(self, kernel: str, names: tuple[str, str], y: Array, b: Array) -> None:
+        """The checks of a bias (or its gradient) ``b`` over the channel axis (axis 1) of ``y``."""
+        self._operands(kernel, **{names[0]: y, names[1]: b})
+        _ndim(kernel, names[0], y, 2, at_least=True)
+        _shape(kernel, names[1], b, y.shape[1:2])
+
     def add_bias(self, y: Array, b: Array) -> None:
         """In place: y[:, c] += b[c]."""
-        self._operands("add_bias", y=y, b=b)
-        _ndim("add_bias", "y", y, 2, at_least=True)
-        _shape("add_bias", "b", b, y.shape[1:2])
+        self._channel_bias("add_bias", ("y", "b"), y, b)
         self._add_bias(y, b)
 
     def _add_bias(self, y: Array, b: Array) -> None:
@@ -395,9 +399,7 @@ class Backend:
 
     def bias_grad(self, dout: Array, out: Array) -> None:
         """out[c] = dout[:, c].sum(), written into ``out``."""
-        self._operands("bias_grad", dout=dout, out=out)
-        _ndim("bias_grad", "dout", dout, 2, at_least=True)
-        _shape("bias_grad", "out", out, dout.shape[1:2])
+        self._channel_bias("bias_grad", ("dout", "out"), dout, out)
         self._bias_grad(dout, out)
 
     def _bias_grad(self, dout: Array, out: Array) -> None:
@@ -406,9 +408,7 @@ class Backend:
     def add_bias_relu(self, y: Array, b: Array) -> None:
         """In place: y = relu(y + b) over the channel axis; a layer with ``activation="relu"`` saves a
         pass over its output (and, on a GPU, a launch)."""
-        self._operands("add_bias_relu", y=y, b=b)
-        _ndim("add_bias_relu", "y", y, 2, at_least=True)
-        _shape("add_bias_relu", "b", b, y.shape[1:2])
+        self._channel_bias("add_bias_relu", ("y", "b"), y, b)
         self._add_bias_relu(y, b)
 
     def _add_bias_relu(self, y: Array, b: Array) -> None:
@@ -419,9 +419,7 @@ class Backend:
         """The gradient through :meth:`add_bias_relu` given its output ``y``: returns dz (dout masked by
         y > 0) and writes the bias gradient, dz summed per channel, into ``out``."""
         self._elementwise("relu_bias_grad", dout, y)
-        _ndim("relu_bias_grad", "dout", dout, 2, at_least=True)
-        self._operands("relu_bias_grad", dout=dout, out=out)
-        _shape("relu_bias_grad", "out", out, dout.shape[1:2])
+        self._channel_bias("relu_bias_grad", ("dout", "out"), dout, out)
         return self._relu_bias_grad(dout, y, out)
 
     def _relu_bias_grad(self, dout: Array, y: Array, out: Array) -> Array:

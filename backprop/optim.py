@@ -53,7 +53,7 @@ class Optimizer:
         self.clip_norm = None if clip_norm is None else check_number(clip_norm, "clip_norm", lambda v: v > 0,
                                                                       "positive and finite")
         self.steps = 0
-        self._scalars: dict[np.dtype, dict[str, Array]] = {}  # dtype -> name -> 0-d device array
+        self._scalars: dict[tuple[str, np.dtype], dict[str, Array]] = {}  # (backend, dtype) -> name -> 0-d array
 
     def step(self) -> None:
         """Apply one update from the gradients that the last backward pass left in ``p.grad``."""
@@ -69,13 +69,21 @@ class Optimizer:
         dtype the parameters have (a fill per value: no host read, and in order with the device's work)."""
         self.steps += 1
         values = self.step_scalars()
+        stores = {}  # one per (backend, dtype) of the parameters now (a model may have moved since)
         for p in self.params:
-            if p.dtype not in self._scalars:
-                store = p.backend.zeros((len(values),), dtype=p.dtype)
-                self._scalars[p.dtype] = {name: store[i, ...] for i, name in enumerate(values)}
-        for views in self._scalars.values():
+            key = (p.backend.name, p.dtype)
+            if key not in stores:
+                stores[key] = self._scalars.get(key) or self._store(p, values)
+        self._scalars = stores
+        for views in stores.values():
             for name, value in values.items():
                 views[name].fill(value)
+
+    @staticmethod
+    def _store(p: Parameter, values: dict[str, float]) -> dict[str, Array]:
+        """0-d views, one per step scalar, into one new array on ``p``'s backend in its dtype."""
+        store = p.backend.zeros((len(values),), dtype=p.dtype)
+        return {name: store[i, ...] for i, name in enumerate(values)}
 
     def apply(self) -> None:
         """The device's half of a step: clip, then update every parameter (no host read, no allocation
@@ -87,7 +95,7 @@ class Optimizer:
 
     def scalar(self, name: str, p: Parameter) -> Array:
         """The step scalar ``name`` of this step in ``p``'s dtype: a 0-d array on ``p``'s backend."""
-        return self._scalars[p.dtype][name]
+        return self._scalars[p.backend.name, p.dtype][name]
 
     def decayed_grad(self, p: Parameter) -> Array:
         return p.grad + self.weight_decay * p.data if self.weight_decay else p.grad

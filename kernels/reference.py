@@ -200,20 +200,6 @@ def bias_grad(xp: Any, dout: Array, out: Array) -> None:
     dout.sum(axis=(0, *range(2, dout.ndim)), out=out)
 
 
-def add_bias_relu(xp: Any, y: Array, b: Array) -> None:
-    """In place: y = relu(y + b) over the channel axis (a layer's bias and the ReLU after it)."""
-    add_bias(xp, y, b)
-    xp.maximum(y, 0, out=y)
-
-
-def relu_bias_grad(xp: Any, dout: Array, y: Array, out: Array) -> Array:
-    """The gradient through :func:`add_bias_relu` given its output y: returns dz = relu_backward(dout,
-    y) and writes the bias gradient, dz summed per channel, into ``out``."""
-    dz = relu_backward(xp, dout, y)
-    bias_grad(xp, dz, out)
-    return dz
-
-
 def relu(xp: Any, x: Array) -> Array:
     return xp.maximum(x, 0)
 

@@ -184,3 +184,22 @@ def test_a_custom_optimizer_without_state_names_still_round_trips(backend):
     fresh = HeavyBall(p, lr=0.1)
     fresh.load_state_dict(state)
     assert fresh.steps == 1 and sorted(p[0].state) == ["buf"]
+
+
+@pytest.mark.parametrize("make", [lambda ps: bp.SGD(ps, lr=0.1, momentum=0.9), lambda ps: bp.Adam(ps, lr=0.1),
+                                  lambda ps: bp.AdamW(ps, lr=0.1)])
+def test_step_scalars_follow_a_model_moved_to_another_dtype(backend, make):
+    """The learning rate (and Adam's corrections) live on the device in the parameters' dtype: a model
+    converted between steps gets them in its new dtype, and its updates stay in that dtype."""
+    model = bp.Linear(3, 2, backend=backend)
+    opt = make(model.parameters())
+    for dtype in (np.float32, np.float64):
+        model.to(dtype=dtype)
+        on = backend.with_dtype(dtype)
+        model.forward(on.asarray(np.ones((4, 3), dtype)))
+        model.backward_params(on.asarray(np.ones((4, 2), dtype)))
+        before = backend.to_numpy(model.W.data).copy()
+        opt.step()
+        assert model.W.data.dtype == dtype and not np.array_equal(backend.to_numpy(model.W.data), before)
+        assert [v.dtype for v in opt._scalars[model.W.backend.name, np.dtype(dtype)].values()] == [dtype] * len(
+            opt.step_scalars())
